@@ -1,0 +1,43 @@
+# Two commands set everything up on a fresh machine:
+#   make run   - create .venv, install, run the pipeline on the default dataset
+#   make test  - create .venv, install, run the test suite
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.memclean-installed
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+
+.PHONY: install run test bench clean-outputs help
+
+help:
+	@echo "make run    - install into .venv and run the pipeline (dvc repro) on the default dataset"
+	@echo "make test   - install into .venv and run the test suite"
+	@echo "make bench  - run the benchmarks in bench/ (prints JSON)"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
+	@echo
+	@echo "samples:    $(CURDIR)/data/interim/samples.parquet"
+	@echo "pixels:     $(CURDIR)/data/interim/pixels.npy"
+	@echo "duplicates: $(CURDIR)/data/interim/duplicates.parquet"
+	@echo "metrics:    $(CURDIR)/data/reports/ingest.json $(CURDIR)/data/reports/dedup.json"
+	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc metrics show
+
+test: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
+
+bench: $(STAMP)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/dedup.py

@@ -1,0 +1,101 @@
+"""Column names, Arrow schemas and reason codes shared by every stage.
+
+Every table memclean writes is validated against one of the schemas below, so a
+later stage can rely on the columns and types without re-checking them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import pyarrow as pa
+
+#: Version of the on-disk contracts; written into every Parquet file's metadata.
+CONTRACT_VERSION = "1"
+
+
+class Status(StrEnum):
+    """Whether an input row could be used."""
+
+    OK = "ok"
+    QUARANTINED = "quarantined"
+
+
+class Reason(StrEnum):
+    """Why a row was quarantined at ingest or dropped at cleaning.
+
+    Values are stable strings: reports, tests and downstream users key on them.
+    """
+
+    #: The file exists but could not be read or decoded for a reason other than below.
+    UNREADABLE = "unreadable"
+    #: The file listed by a manifest does not exist.
+    MISSING = "missing"
+    #: The decoder ran out of data (truncated or cut-off stream).
+    TRUNCATED = "truncated"
+    #: Not an image at all (text, empty file, unknown signature).
+    NOT_AN_IMAGE = "not_an_image"
+    #: Pixel count above the decompression-bomb limit.
+    TOO_LARGE = "too_large"
+    #: A real image in a format outside the allow-list, or a non-image file extension.
+    FORMAT_NOT_ALLOWED = "format_not_allowed"
+    #: The path resolves outside the dataset root (``..``, absolute path, symlink).
+    PATH_ESCAPE = "path_escape"
+    #: The label is missing or not in the class list.
+    UNKNOWN_LABEL = "unknown_label"
+    #: The same file listed again by a manifest (the first occurrence is kept).
+    DUPLICATE_PATH = "duplicate_path"
+    # -- cleaning-time reasons (used by later stages) --
+    EXACT_DUPLICATE = "exact_duplicate"
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    SPLIT_LEAK = "split_leak"
+    SUSPECTED_LABEL_ERROR = "suspected_label_error"
+    NONFINITE_SCORE = "nonfinite_score"
+
+
+#: Reasons the ingest stage can give.
+INGEST_REASONS: tuple[Reason, ...] = (
+    Reason.UNREADABLE,
+    Reason.MISSING,
+    Reason.TRUNCATED,
+    Reason.NOT_AN_IMAGE,
+    Reason.TOO_LARGE,
+    Reason.FORMAT_NOT_ALLOWED,
+    Reason.PATH_ESCAPE,
+    Reason.UNKNOWN_LABEL,
+    Reason.DUPLICATE_PATH,
+)
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label", pa.int32()),
+        pa.field("label_name", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("channels", pa.int8()),
+        pa.field("orig_mode", pa.string()),
+        pa.field("pixel_sha256", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("row", pa.int64()),
+    ]
+)
+
+DUPLICATES_SCHEMA = pa.schema(
+    [
+        pa.field("group_id", pa.int64(), nullable=False),
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("distance", pa.int16(), nullable=False),
+        pa.field("is_representative", pa.bool_(), nullable=False),
+        pa.field("pixel_sha256", pa.string(), nullable=False),
+        pa.field("label", pa.int32()),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("label_conflict", pa.bool_(), nullable=False),
+        pa.field("cross_split", pa.bool_(), nullable=False),
+    ]
+)

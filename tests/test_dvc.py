@@ -1,0 +1,83 @@
+"""The real `dvc repro` on the digits default, in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def repo_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in out.splitlines() if line and (REPO / line).is_file()]
+
+
+@pytest.fixture(scope="module")
+def repo_copy(tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("repo")
+    for rel in repo_files():
+        if rel.startswith(("tests/", "bench/", "data/interim/", "data/reports/", "data/clean/")) or rel == "dvc.lock":
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    (dest / "data/raw").mkdir(parents=True, exist_ok=True)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest
+
+
+def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": f"{repo}{os.pathsep}{repo / 'src'}",
+        "MEMCLEAN_PROGRESS": "0",
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def test_dvc_repro_on_digits_then_nothing_reruns(repo_copy):
+    first = dvc(repo_copy, "repro")
+    assert "Running stage 'ingest'" in first.stdout and "Running stage 'dedup'" in first.stdout
+    samples = pd.read_parquet(repo_copy / "data/interim/samples.parquet")
+    assert len(samples) == 1797 and (samples["status"] == "ok").all()
+    dups = pd.read_parquet(repo_copy / "data/interim/duplicates.parquet")
+    assert dups["sample_id"].isin(samples["sample_id"]).all()
+    metrics = json.loads((repo_copy / "data/reports/dedup.json").read_text())
+    assert metrics["images"] == 1797 and metrics["groups"] == dups["group_id"].nunique()
+
+    second = dvc(repo_copy, "repro")
+    assert "Running stage" not in second.stdout
+    status = dvc(repo_copy, "status")
+    assert "up to date" in status.stdout
+    shown = dvc(repo_copy, "metrics", "show", "--json")
+    assert "ingest.json" in shown.stdout and "dedup.json" in shown.stdout
+
+
+def test_dvc_reruns_only_the_stage_whose_params_changed(repo_copy):
+    dvc(repo_copy, "repro")
+    params = (repo_copy / "params.yaml").read_text()
+    (repo_copy / "params.yaml").write_text(params.replace("max_distance: 4", "max_distance: 2"))
+    try:
+        out = dvc(repo_copy, "repro").stdout
+        assert "Running stage 'dedup'" in out and "Running stage 'ingest'" not in out
+    finally:
+        (repo_copy / "params.yaml").write_text(params)
