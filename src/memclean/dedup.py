@@ -199,21 +199,23 @@ def _flip_masks(width: int, s: int) -> np.ndarray:
     return np.asarray(masks, dtype=np.int64)
 
 
-def _expand(queries: np.ndarray, lo: np.ndarray, cnt: np.ndarray, order: np.ndarray) -> np.ndarray:
-    total = int(cnt.sum())
-    if total == 0:
-        return np.empty((0, 2), np.int64)
-    qi = np.repeat(queries, cnt)
-    offsets = np.arange(total) - np.repeat(np.cumsum(cnt) - cnt, cnt)
-    cj = order[np.repeat(lo, cnt) + offsets]
-    return np.stack([qi, cj], axis=1)
+def _blocks(cnt: np.ndarray, max_candidates: int) -> list[tuple[int, int]]:
+    """Split query rows into runs of at most ``max_candidates`` candidates each."""
+    cum = np.cumsum(cnt)
+    if len(cum) == 0 or cum[-1] == 0:
+        return []
+    cuts = np.searchsorted(cum, np.arange(max_candidates, int(cum[-1]), max_candidates), side="right")
+    bounds = np.unique(np.concatenate([[0], cuts, [len(cnt)]]))
+    return list(zip(bounds[:-1].tolist(), bounds[1:].tolist()))
 
 
-def radius_pairs(hashes: np.ndarray, radius: int, max_candidates: int = 4_000_000) -> np.ndarray:
+def radius_pairs(hashes: np.ndarray, radius: int, max_candidates: int = 8_000_000) -> np.ndarray:
     """All pairs ``(i, j)``, ``i < j``, whose hashes differ in at most ``radius`` bits.
 
     Multi-index hashing (see the module docstring); exact, same result as
-    :func:`brute_force_pairs`. Memory is bounded by ``max_candidates`` pairs per step.
+    :func:`brute_force_pairs`. Each unordered candidate pair is generated once per
+    chunk: within a bucket only later members are taken, and between two buckets
+    only from the lower bucket. Memory is bounded by ``max_candidates`` per step.
 
     Parameters
     ----------
@@ -221,6 +223,8 @@ def radius_pairs(hashes: np.ndarray, radius: int, max_candidates: int = 4_000_00
         ``(N,)`` uint64.
     radius
         Hamming radius, 0–63.
+    max_candidates
+        Candidate pairs materialised at once.
 
     Returns
     -------
@@ -235,45 +239,58 @@ def radius_pairs(hashes: np.ndarray, radius: int, max_candidates: int = 4_000_00
         return np.empty((0, 2), np.int64)
     plan = _plan(n, radius)
     s = plan.per_chunk_radius
-    all_idx = np.arange(n, dtype=np.int64)
-    found: list[np.ndarray] = []
+    ids = np.arange(n, dtype=np.int64)
+    found: list[np.ndarray] = []  # keys i * n + j
     for c, (shift, width) in enumerate(plan.chunks):
         v = ((h >> np.uint64(shift)) & np.uint64((1 << width) - 1)).astype(np.int64)
-        order = np.argsort(v, kind="stable")
+        order = np.argsort(v, kind="stable")  # members of a bucket in increasing index
+        pos = np.empty(n, np.int64)
+        pos[order] = ids
         if width <= 24:
             counts = np.bincount(v, minlength=1 << width)
             starts = np.cumsum(counts) - counts
+
+            def bucket(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                return starts[q], counts[q]
         else:
             sv = v[order]
-        for mask in _flip_masks(width, s):
-            q = v ^ mask
-            if width <= 24:
-                lo, cnt = starts[q], counts[q]
-            else:
+
+            def bucket(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 lo = np.searchsorted(sv, q, "left")
-                cnt = np.searchsorted(sv, q, "right") - lo
-            # Each unordered pair is reached from both ends: keep queries i < j only,
-            # which needs cnt > 0 rows only.
-            active = np.nonzero(cnt)[0]
-            if len(active) == 0:
-                continue
-            cum = np.cumsum(cnt[active])
-            cuts = np.searchsorted(cum, np.arange(max_candidates, int(cum[-1]), max_candidates), side="right")
-            bounds = np.unique(np.concatenate([[0], cuts, [len(active)]]))
-            for a, b in zip(bounds[:-1], bounds[1:]):
-                sel = active[a:b]
-                pairs = _expand(all_idx[sel], lo[sel], cnt[sel], order)
-                pairs = pairs[pairs[:, 0] < pairs[:, 1]]
-                if len(pairs) == 0:
+                return lo, np.searchsorted(sv, q, "right") - lo
+
+        for mask in _flip_masks(width, s):
+            if mask == 0:
+                queries = ids
+                lo, cnt = bucket(v)
+                end = lo + cnt
+                lo = pos + 1  # later members of the same bucket only: j > i
+                cnt = end - lo
+            else:
+                q = v ^ mask
+                queries = np.nonzero(v < q)[0]  # each pair of buckets once
+                lo, cnt = bucket(q[queries])
+            for a, b in _blocks(cnt, max_candidates):
+                c_cnt = cnt[a:b]
+                total = int(c_cnt.sum())
+                if total == 0:
                     continue
-                x = h[pairs[:, 0]] ^ h[pairs[:, 1]]
+                qi = np.repeat(queries[a:b], c_cnt)
+                shift_idx = np.repeat(lo[a:b] - (np.cumsum(c_cnt) - c_cnt), c_cnt)
+                cj = order[np.arange(total, dtype=np.int64) + shift_idx]
+                x = h[qi] ^ h[cj]
                 ok = popcount(x) <= radius
-                # A pair within s on an earlier chunk was already found there.
+                if not ok.any():
+                    continue
+                qi, cj, x = qi[ok], cj[ok], x[ok]
+                # A pair within s bits on an earlier chunk was already found there.
+                keep = np.ones(len(x), bool)
                 for shift0, width0 in plan.chunks[:c]:
-                    ok &= popcount((x >> np.uint64(shift0)) & np.uint64((1 << width0) - 1)) > s
-                if ok.any():
-                    found.append(pairs[ok])
-    return _sorted_pairs(np.concatenate(found) if found else np.empty((0, 2), np.int64))
+                    keep &= popcount((x >> np.uint64(shift0)) & np.uint64((1 << width0) - 1)) > s
+                lo_id, hi_id = np.minimum(qi[keep], cj[keep]), np.maximum(qi[keep], cj[keep])
+                found.append(lo_id * n + hi_id)
+    keys = np.sort(np.concatenate(found)) if found else np.empty(0, np.int64)
+    return np.stack([keys // n, keys % n], axis=1)
 
 
 # --------------------------------------------------------------------------- groups
@@ -318,7 +335,7 @@ def find_duplicates(
     """
     ok = samples[samples["status"] == "ok"].sort_values("row")
     rows = ok["row"].to_numpy(dtype=np.int64)
-    if len(rows) and (rows.max() >= len(pixels) or not np.array_equal(rows, np.arange(len(rows)))):
+    if len(pixels) != len(rows) or not np.array_equal(rows, np.arange(len(rows))):
         raise MemcleanError("samples.row does not match pixels.npy: rerun the ingest stage")
     n = len(ok)
     hashes = compute_hashes(pixels, method, progress=progress) if n else np.empty(0, np.uint64)
