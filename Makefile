@@ -30,14 +30,17 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 	@echo
-	@echo "samples:    $(CURDIR)/data/interim/samples.parquet"
-	@echo "pixels:     $(CURDIR)/data/interim/pixels.npy"
-	@echo "duplicates: $(CURDIR)/data/interim/duplicates.parquet"
-	@echo "metrics:    $(CURDIR)/data/reports/ingest.json $(CURDIR)/data/reports/dedup.json"
-	@PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc metrics show
+	@$(PY) -m stages.summary
+	@echo
+	@echo "outputs:"
+	@echo "  samples      $(CURDIR)/data/interim/samples.parquet  (+ pixels.npy)"
+	@echo "  duplicates   $(CURDIR)/data/interim/duplicates.parquet"
+	@echo "  scores       $(CURDIR)/data/interim/scores.parquet"
+	@echo "  validation   $(CURDIR)/data/reports/validation.json  (ROC curves in data/reports/roc/)"
+	@echo "  metrics      .venv/bin/dvc metrics show; plots: .venv/bin/dvc plots show"
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
 
 bench: $(STAMP)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/dedup.py
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/dedup.py --skip-cifar

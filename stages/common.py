@@ -59,3 +59,16 @@ def run(main: Callable[[], None], name: str) -> None:
     except MemcleanError as exc:
         print(f"memclean {name}: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
+
+SCORES = INTERIM / "scores.parquet"
+NOISY_LABELS = INTERIM / "noisy_labels.parquet"
+SCORE_METRICS = REPORTS / "score.json"
+VALIDATION = REPORTS / "validation.json"
+ROC_DIR = REPORTS / "roc"
+
+
+def check_keys(section: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """Reject keys of a params section that the stage does not know."""
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise MemcleanError(f"unknown {section} params: {sorted(unknown)} (known: {sorted(defaults)})")

@@ -56,7 +56,8 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_dvc_repro_on_digits_then_nothing_reruns(repo_copy):
     first = dvc(repo_copy, "repro")
-    assert "Running stage 'ingest'" in first.stdout and "Running stage 'dedup'" in first.stdout
+    for stage in ("ingest", "dedup", "score", "inject", "validate"):
+        assert f"Running stage '{stage}'" in first.stdout
     samples = pd.read_parquet(repo_copy / "data/interim/samples.parquet")
     assert len(samples) == 1797 and (samples["status"] == "ok").all()
     dups = pd.read_parquet(repo_copy / "data/interim/duplicates.parquet")
@@ -64,12 +65,28 @@ def test_dvc_repro_on_digits_then_nothing_reruns(repo_copy):
     metrics = json.loads((repo_copy / "data/reports/dedup.json").read_text())
     assert metrics["images"] == 1797 and metrics["groups"] == dups["group_id"].nunique()
 
+    # Scores cover every ok row; validation finds the injected mislabels.
+    scores = pd.read_parquet(repo_copy / "data/interim/scores.parquet")
+    assert scores["sample_id"].tolist() == samples["sample_id"].tolist()
+    noisy = pd.read_parquet(repo_copy / "data/interim/noisy_labels.parquet")
+    assert noisy["is_flipped"].sum() == round(0.1 * 1797)
+    validation = json.loads((repo_copy / "data/reports/validation.json").read_text())
+    best = validation["best"]
+    assert validation["scorers"][best]["auroc"] >= 0.95, validation["scorers"]
+    assert validation["gate"]["passed"] and validation["noise"]["kind"] == "symmetric"
+    for name in validation["scorers"]:
+        roc = pd.read_csv(repo_copy / f"data/reports/roc/{name}.csv")
+        assert list(roc.columns) == ["fpr", "tpr"] and roc.notna().all().all()
+
     second = dvc(repo_copy, "repro")
     assert "Running stage" not in second.stdout
     status = dvc(repo_copy, "status")
     assert "up to date" in status.stdout
     shown = dvc(repo_copy, "metrics", "show", "--json")
-    assert "ingest.json" in shown.stdout and "dedup.json" in shown.stdout
+    for name in ("ingest.json", "dedup.json", "score.json", "validation.json"):
+        assert name in shown.stdout
+    plots = json.loads(dvc(repo_copy, "plots", "show", "--json").stdout)
+    assert any("roc/aum.csv" in key for key in plots["data"])
 
 
 def test_dvc_reruns_only_the_stage_whose_params_changed(repo_copy):
@@ -78,6 +95,8 @@ def test_dvc_reruns_only_the_stage_whose_params_changed(repo_copy):
     (repo_copy / "params.yaml").write_text(params.replace("max_distance: 4", "max_distance: 2"))
     try:
         out = dvc(repo_copy, "repro").stdout
-        assert "Running stage 'dedup'" in out and "Running stage 'ingest'" not in out
+        assert "Running stage 'dedup'" in out
+        for stage in ("ingest", "score", "inject", "validate"):
+            assert f"Running stage '{stage}'" not in out
     finally:
         (repo_copy / "params.yaml").write_text(params)

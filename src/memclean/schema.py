@@ -99,3 +99,21 @@ DUPLICATES_SCHEMA = pa.schema(
         pa.field("cross_split", pa.bool_(), nullable=False),
     ]
 )
+
+NOISY_LABELS_SCHEMA = pa.schema(
+    [
+        pa.field("sample_id", pa.string(), nullable=False),
+        pa.field("label", pa.int32(), nullable=False),
+        pa.field("noisy_label", pa.int32(), nullable=False),
+        pa.field("is_flipped", pa.bool_(), nullable=False),
+    ]
+)
+
+
+def scores_schema(scorer_names: list[str]) -> pa.Schema:
+    """Schema of ``scores.parquet``: ``sample_id``, one ``<name>_score`` per scorer, ``suggested_label``."""
+    return pa.schema(
+        [pa.field("sample_id", pa.string(), nullable=False)]
+        + [pa.field(f"{name}_score", pa.float64()) for name in scorer_names]
+        + [pa.field("suggested_label", pa.int32())]
+    )

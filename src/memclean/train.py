@@ -1,0 +1,374 @@
+"""A small, deterministic proxy trainer whose checkpoints feed the scorers.
+
+One readable module in the spirit of airbench: the whole uint8 dataset lives on
+the device, batches are index slices of it, normalisation happens on the fly,
+and there is no per-sample Python work. At chosen epochs the trainer runs an
+evaluation pass over every sample (no augmentation, eval mode) and hands a
+:class:`Checkpoint` to each callback; scorers accumulate their signals there.
+
+CPU and CUDA run the same code. On CUDA the model is channels_last and the
+forward passes run under bf16 autocast; on CPU bf16 autocast can be asked for
+(``TrainConfig.bf16=True``) so the tests exercise the same path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from memclean.errors import MemcleanError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
+
+
+def _no_progress(it: Iterable[Any], desc: str, total: int) -> Iterable[Any]:
+    return it
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of the proxy network, in one place.
+
+    Attributes
+    ----------
+    epochs
+        Training epochs. Memorization signals need the network to fit the
+        (possibly noisy) labels, so this should reach ~100% train accuracy.
+    batch_size, lr, momentum, weight_decay
+        SGD with Nesterov momentum; the learning rate warms up linearly for
+        ``warmup_epochs`` and then decays linearly to zero.
+    width
+        Channels of the first convolution block (doubled per block).
+    eval_every
+        Run an evaluation pass (and the scorers' hooks) every this many epochs;
+        the last epoch is always a checkpoint.
+    eval_batch_size
+        Batch size of the evaluation passes.
+    seed
+        Seeds the initialisation and the batch order.
+    bf16
+        Autocast to bfloat16 (``None``: on CUDA only).
+    """
+
+    epochs: int = 30
+    batch_size: int = 128
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    width: int = 32
+    eval_every: int = 1
+    eval_batch_size: int = 1024
+    seed: int = 0
+    bf16: bool | None = None
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
+        """Build from a params mapping, rejecting unknown keys."""
+        known = set(cls.__dataclass_fields__)
+        unknown = set(params) - known
+        if unknown:
+            raise MemcleanError(f"unknown trainer params: {sorted(unknown)} (known: {sorted(known)})")
+        cfg = cls(**params)
+        if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.eval_every < 1 or cfg.width < 1:
+            raise MemcleanError(f"invalid trainer params: {params}")
+        return cfg
+
+    def checkpoints(self) -> list[int]:
+        """Epochs (1-based) after which an evaluation pass runs."""
+        eps = [e for e in range(1, self.epochs + 1) if (self.epochs - e) % self.eval_every == 0]
+        return eps
+
+
+def select_device(name: str | None = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(name)``."""
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MemcleanError("device 'cuda' was asked for but no CUDA device is available")
+    return device
+
+
+def set_determinism(seed: int, device: torch.device) -> None:
+    """Seed torch and ask for deterministic kernels."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.manual_seed(seed)
+
+
+class ProxyCNN(nn.Module):
+    """Conv-BN-ReLU blocks with max-pooling, global average pooling and a linear head.
+
+    The number of pooling blocks adapts to the input size (one per halving
+    down to ~4 pixels, at most 3), so 8×8 digits and 32×32 colour images both
+    work. ``width=32`` gives ~100k parameters on 28×28 input.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, image_size: tuple[int, int], width: int = 32) -> None:
+        super().__init__()
+        side = min(image_size)
+        n_pool = max(1, min(3, int(math.log2(max(side, 2))) - 1))
+        layers: list[nn.Module] = []
+        c_in = in_channels
+        for b in range(n_pool):
+            c_out = width * (2**b)
+            layers += [
+                nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(inplace=True),
+            ]
+            if b == 0:
+                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+            layers.append(nn.MaxPool2d(2))
+            c_in = c_out
+        self.features = nn.Sequential(*layers)
+        self.penultimate_dim = c_in
+        self.head = nn.Linear(c_in, num_classes)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate features (after global average pooling)."""
+        return self.features(x).mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+@dataclass
+class DeviceData:
+    """The dataset on the device: uint8 pixels, labels and the normaliser."""
+
+    pixels: torch.Tensor  # N×C×H×W uint8 on device
+    labels: torch.Tensor  # N int64 on device
+    mean: torch.Tensor  # 1×C×1×1 float32
+    std: torch.Tensor
+    channels_last: bool
+
+    def batch(self, idx: torch.Tensor | slice) -> torch.Tensor:
+        """Normalised float32 batch for the given indices."""
+        x = self.pixels[idx].float().div_(255.0)
+        x = (x - self.mean) / self.std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def to_device(pixels: np.ndarray, labels: np.ndarray, device: torch.device) -> DeviceData:
+    """Copy the uint8 array and labels to ``device`` and compute channel statistics."""
+    x = torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).to(device)
+    y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
+    n, c = x.shape[:2]
+    sums = torch.zeros(c, dtype=torch.float64, device=device)
+    sq = torch.zeros(c, dtype=torch.float64, device=device)
+    for start in range(0, n, 8192):
+        xb = x[start : start + 8192].double() / 255.0
+        sums += xb.sum(dim=(0, 2, 3))
+        sq += (xb * xb).sum(dim=(0, 2, 3))
+    count = n * x.shape[2] * x.shape[3]
+    mean = sums / count
+    std = (sq / count - mean * mean).clamp_min(1e-12).sqrt().clamp_min(1e-3)
+    return DeviceData(x, y, mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1), device.type == "cuda")
+
+
+@dataclass
+class Checkpoint:
+    """What a scorer sees after an evaluation pass.
+
+    Attributes
+    ----------
+    epoch
+        1-based epoch just finished.
+    index
+        0-based position of this checkpoint in the schedule; ``total`` of them.
+    model
+        The network in eval mode. Scorers must leave it as they found it.
+    data
+        The device-resident dataset (labels are the ones trained on).
+    logits
+        ``N×K`` float32 numpy logits of this evaluation pass.
+    config, device
+        The trainer settings and the device.
+    """
+
+    epoch: int
+    index: int
+    total: int
+    model: ProxyCNN
+    data: DeviceData
+    logits: np.ndarray
+    config: TrainConfig
+    device: torch.device
+
+    @property
+    def is_last(self) -> bool:
+        return self.index == self.total - 1
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        return _autocast(self.device, self.config)
+
+
+def _autocast(device: torch.device, config: TrainConfig) -> contextlib.AbstractContextManager[Any]:
+    use = config.bf16 if config.bf16 is not None else device.type == "cuda"
+    if not use:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+@dataclass
+class TrainResult:
+    """Summary of one training run."""
+
+    epochs: int
+    seconds: float
+    train_images_per_s: float
+    final_train_accuracy: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    device: str = "cpu"
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: DeviceData, config: TrainConfig, device: torch.device) -> np.ndarray:
+    """Logits of every sample (eval mode, no augmentation) as float32 numpy."""
+    was_training = model.training
+    model.eval()
+    out = []
+    with _autocast(device, config):
+        for start in range(0, len(data), config.eval_batch_size):
+            sl = slice(start, start + config.eval_batch_size)
+            out.append(model(data.batch(sl)).float())
+    model.train(was_training)
+    return torch.cat(out).cpu().numpy()
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    perm = torch.randperm(n, generator=generator)
+    k = max(1, math.ceil(n / batch_size))
+    return [b for b in torch.tensor_split(perm, k) if len(b) > 0]
+
+
+def train(
+    pixels: np.ndarray,
+    labels: np.ndarray,
+    num_classes: int,
+    config: TrainConfig,
+    device: torch.device,
+    callbacks: Sequence[Callable[[Checkpoint], None]] = (),
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Train the proxy CNN on ``pixels``/``labels`` and call ``callbacks`` at checkpoints.
+
+    Parameters
+    ----------
+    pixels
+        ``N×C×H×W`` uint8 (may be a memory map).
+    labels
+        ``N`` integer labels in ``[0, num_classes)``.
+    num_classes
+        Output size of the network.
+    config
+        Hyper-parameters.
+    device
+        Where to train.
+    callbacks
+        Called with a :class:`Checkpoint` after each evaluation pass.
+    progress
+        Optional wrapper ``progress(iterable, description, total)`` over epochs.
+
+    Returns
+    -------
+    TrainResult
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(pixels) != len(labels):
+        raise MemcleanError(f"{len(pixels)} images but {len(labels)} labels")
+    if len(labels) < 2:
+        raise MemcleanError("need at least two samples to train")
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise MemcleanError(f"labels must lie in [0, {num_classes})")
+    set_determinism(config.seed, device)
+    data = to_device(pixels, labels, device)
+    model = ProxyCNN(pixels.shape[1], num_classes, tuple(pixels.shape[2:]), config.width).to(device)
+    if data.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(
+        model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    n = len(data)
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return config.lr * (step + 1) / warmup
+        return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    ckpts = config.checkpoints()
+    wrap = progress or _no_progress
+    history: list[dict[str, float]] = []
+    step = 0
+    train_time = 0.0
+    start_all = time.perf_counter()
+    acc = float("nan")
+    for epoch in wrap(range(1, config.epochs + 1), "train epochs", config.epochs):
+        model.train()
+        t0 = time.perf_counter()
+        loss_sum = torch.zeros((), device=device)
+        for idx in _batches(n, config.batch_size, gen):
+            idx = idx.to(device)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            with _autocast(device, config):
+                out = model(data.batch(idx))
+                loss = F.cross_entropy(out.float(), data.labels[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+            step += 1
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        train_time += time.perf_counter() - t0
+        record = {"epoch": float(epoch), "train_loss": float(loss_sum) / n}
+        if epoch in ckpts:
+            logits = evaluate(model, data, config, device)
+            acc = float((logits.argmax(1) == labels).mean())
+            record["train_accuracy"] = acc
+            model.eval()
+            cp = Checkpoint(epoch, ckpts.index(epoch), len(ckpts), model, data, logits, config, device)
+            for cb in callbacks:
+                cb(cp)
+        history.append(record)
+        log.debug("epoch %d: %s", epoch, record)
+    seconds = time.perf_counter() - start_all
+    log.info(
+        "trained %d epochs on %d images (%s): %.0f img/s, final train accuracy %.4f",
+        config.epochs, n, device, n * config.epochs / max(train_time, 1e-9), acc,
+    )
+    return TrainResult(
+        epochs=config.epochs,
+        seconds=seconds,
+        train_images_per_s=n * config.epochs / max(train_time, 1e-9),
+        final_train_accuracy=acc,
+        history=history,
+        device=str(device),
+        config=asdict(config),
+    )
