@@ -65,6 +65,14 @@ NOISY_LABELS = INTERIM / "noisy_labels.parquet"
 SCORE_METRICS = REPORTS / "score.json"
 VALIDATION = REPORTS / "validation.json"
 ROC_DIR = REPORTS / "roc"
+VALIDATION_SCORES = INTERIM / "validation_scores.parquet"
+CLEAN = DATA / "clean"
+MANIFEST = CLEAN / "manifest.parquet"
+EXPORT = CLEAN / "export"
+CLEAN_METRICS = REPORTS / "clean.json"
+AUDIT_HTML = REPORTS / "audit.html"
+AUDIT_MD = REPORTS / "audit.md"
+REPORT_METRICS = REPORTS / "metrics.json"
 
 
 def check_keys(section: str, params: dict[str, Any], defaults: dict[str, Any]) -> None:

@@ -2,8 +2,10 @@
 
 Runs the same scoring as ``score`` on the noisy labels and measures, per
 scorer, AUROC, average precision and precision@k (k = number flipped). Writes
-``data/reports/validation.json`` (metrics, the noise settings and the gate)
-and ``data/reports/roc/<scorer>.csv`` (DVC plots, finite ``fpr``/``tpr``).
+``data/reports/validation.json`` (metrics, the noise settings and the gate),
+``data/reports/roc/<scorer>.csv`` (DVC plots, finite ``fpr``/``tpr``) and
+``data/interim/validation_scores.parquet`` (the scores on the noisy labels with
+``is_flipped``, from which ``clean`` sets its score threshold).
 
 The gate: the scorer cleaning will use (``validate.scorer``; ``best`` picks the
 highest AUROC) must reach ``validate.min_auroc``, or cleaning drops nothing by
@@ -15,9 +17,9 @@ from __future__ import annotations
 import shutil
 
 from memclean.errors import MemcleanError
-from memclean.io import atomic_path, params_digest, read_metadata, read_parquet, write_json
+from memclean.io import atomic_path, params_digest, read_metadata, read_parquet, write_json, write_parquet
 from memclean.metrics import detection_metrics, roc_points
-from memclean.schema import NOISY_LABELS_SCHEMA
+from memclean.schema import NOISY_LABELS_SCHEMA, validation_scores_schema
 from stages import common
 from stages.scoring import load_dataset, outcome_summary, run_scoring, score_params
 
@@ -56,6 +58,10 @@ def main() -> None:
         passed = auroc is not None and auroc >= min_auroc
         gate = {"scorer": chosen, "passed": passed, "auroc": auroc, "min_auroc": min_auroc,
                 "reason": "AUROC reaches the minimum" if passed else f"AUROC {auroc} is below validate.min_auroc {min_auroc}"}
+    vscores = outcome.scores.drop(columns=["suggested_label"])
+    vscores.insert(0, "sample_id", ok["sample_id"].to_numpy())
+    vscores.insert(1, "is_flipped", flipped)
+    write_parquet(vscores, common.VALIDATION_SCORES, validation_scores_schema(outcome.scorer_names))
     noise_meta = read_metadata(common.NOISY_LABELS)
     report = {
         "noise": {k: noise_meta.get(k) for k in ("kind", "rate", "seed")} | {"flipped": int(flipped.sum()), "n": len(flipped)},

@@ -117,3 +117,31 @@ def scores_schema(scorer_names: list[str]) -> pa.Schema:
         + [pa.field(f"{name}_score", pa.float64()) for name in scorer_names]
         + [pa.field("suggested_label", pa.int32())]
     )
+
+
+def validation_scores_schema(scorer_names: list[str]) -> pa.Schema:
+    """Schema of ``validation_scores.parquet``: scores on the noisy labels and ``is_flipped``."""
+    return pa.schema(
+        [pa.field("sample_id", pa.string(), nullable=False), pa.field("is_flipped", pa.bool_(), nullable=False)]
+        + [pa.field(f"{name}_score", pa.float64()) for name in scorer_names]
+    )
+
+
+#: Columns the clean stage adds to the samples columns (scores come in between).
+MANIFEST_EXTRA = [
+    pa.field("dup_group", pa.int64()),
+    pa.field("keep", pa.bool_(), nullable=False),
+    pa.field("drop_reason", pa.string()),
+    pa.field("suspected", pa.bool_(), nullable=False),
+    pa.field("suggested_label", pa.int32()),
+]
+
+#: Splits treated as held-out when a duplicate group spans splits.
+HELDOUT_SPLITS = frozenset({"test", "val", "valid", "validation"})
+
+
+def manifest_schema(scorer_names: list[str]) -> pa.Schema:
+    """Schema of ``data/clean/manifest.parquet``: samples columns, scores, cleaning decisions."""
+    return pa.schema(
+        list(SAMPLES_SCHEMA) + [pa.field(f"{name}_score", pa.float64()) for name in scorer_names] + MANIFEST_EXTRA
+    )

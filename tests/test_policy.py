@@ -1,0 +1,158 @@
+"""Cleaning policy: each drop reason, the cap, last-of-class, gate off, flag mode, export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from memclean.errors import MemcleanError
+from memclean.export import export_kept
+from memclean.policy import CleanPolicy, decide, threshold_at_precision
+
+
+def make_tables():
+    """12 rows: 10 ok (classes a/b/c), 2 quarantined; one conflict, one leak, one exact copy."""
+    sid = [f"s{i}" for i in range(12)]
+    samples = pd.DataFrame(
+        {
+            "sample_id": sid,
+            "source": sid,
+            "split": ["train"] * 9 + ["test"] + ["train"] * 2,
+            "label": pd.array([0, 1, 0, 1, 1, 1, 2, 0, 1, 0, None, 1], dtype="Int32"),
+            "status": ["ok"] * 10 + ["quarantined", "quarantined"],
+            "reason": [None] * 10 + ["truncated", "unknown_label"],
+            "pixel_sha256": ["d0", "d1", "d0", "d3", "d4", "d5", "d6", "d7", "d8", "d9", None, None],
+            "row": pd.array(list(range(10)) + [None, None], dtype="Int64"),
+        }
+    )
+    duplicates = pd.DataFrame(
+        {
+            "group_id": [0, 0, 1, 1, 2, 2],
+            "sample_id": ["s0", "s2", "s3", "s7", "s8", "s9"],
+            "label_conflict": [False, False, True, True, True, True],
+            "cross_split": [False, False, False, False, True, True],
+        }
+    )
+    # s8 and s9 differ in label *and* split: conflict wins (rule order).
+    scores = pd.DataFrame(
+        {
+            "sample_id": sid[:10],
+            "x_score": [0.1, 0.2, 0.3, 0.1, 0.95, 0.9, 0.99, 0.2, 0.1, 0.1],
+            "suggested_label": pd.array([1] * 10, dtype="Int32"),
+        }
+    )
+    return samples, duplicates, scores
+
+
+def reasons(result):
+    return dict(zip(result.manifest["sample_id"], result.manifest["drop_reason"]))
+
+
+def test_every_rule_and_row_accounting():
+    samples, dups, scores = make_tables()
+    res = decide(samples, dups, scores, CleanPolicy(max_drop_fraction=0.5), "x", 0.9, True, ["a", "b", "c"])
+    r = reasons(res)
+    assert len(res.manifest) == len(samples)
+    assert r["s10"] == "truncated" and r["s11"] == "unknown_label"
+    assert r["s3"] == r["s7"] == "conflicting_duplicate"
+    assert r["s8"] == r["s9"] == "conflicting_duplicate"
+    assert r["s2"] == "exact_duplicate" and r["s0"] is None
+    assert r["s4"] == r["s5"] == "suspected_label_error"
+    # s6 scores highest but is the only sample of class c: kept.
+    assert r["s6"] is None and res.manifest.set_index("sample_id").loc["s6", "suspected"]
+    assert res.summary["restored_last_of_class"] == 1
+    assert res.summary["kept"] + res.summary["dropped"] == len(samples)
+    assert res.summary["by_reason"]["suspected_label_error"] == 2
+    assert res.manifest["dup_group"].notna().sum() == 6
+
+
+def test_split_leak_drops_the_train_side():
+    samples, dups, scores = make_tables()
+    dups.loc[dups["group_id"] == 2, "label_conflict"] = False
+    samples.loc[samples["sample_id"] == "s9", "label"] = 1  # same label as s8
+    res = decide(samples, dups, scores, CleanPolicy(), None, None, True)
+    r = reasons(res)
+    assert r["s8"] == "split_leak" and r["s9"] is None
+
+
+def test_cap_keeps_highest_scores():
+    samples, dups, scores = make_tables()
+    res = decide(samples, dups.iloc[:0], scores, CleanPolicy(max_drop_fraction=0.1), "x", 0.5, True)
+    r = reasons(res)
+    # 10 ok rows * 0.1 = 1 drop by score: the highest score (s6) is the last of
+    # class c, so the cap picked s6 and the class rule then kept it.
+    assert sum(v == "suspected_label_error" for v in r.values()) == 0
+    res = decide(samples, dups.iloc[:0], scores, CleanPolicy(max_drop_fraction=0.2), "x", 0.5, True)
+    assert sorted(k for k, v in reasons(res).items() if v == "suspected_label_error") == ["s4"]
+
+
+def test_gate_failed_or_no_threshold_drops_nothing_by_score():
+    samples, dups, scores = make_tables()
+    for gate, thr in ((False, 0.5), (True, None)):
+        res = decide(samples, dups, scores, CleanPolicy(max_drop_fraction=1.0), "x", thr, gate)
+        assert "suspected_label_error" not in res.summary["by_reason"]
+        assert not res.manifest["suspected"].any()
+    assert "gate failed" in decide(samples, dups, scores, CleanPolicy(), "x", 0.5, False).summary["score_rule"]
+
+
+def test_flag_mode_keeps_suspects():
+    samples, dups, scores = make_tables()
+    res = decide(samples, dups.iloc[:0], scores, CleanPolicy(score_action="flag", max_drop_fraction=1.0), "x", 0.9, True)
+    m = res.manifest.set_index("sample_id")
+    assert m.loc[["s4", "s5", "s6"], "suspected"].all() and m.loc[["s4", "s5", "s6"], "keep"].all()
+    assert res.summary["dropped_by_score"] == 0
+
+
+def test_nonfinite_scores_are_dropped_with_their_code():
+    samples, dups, scores = make_tables()
+    scores.loc[1, "x_score"] = np.nan
+    r = reasons(decide(samples, dups.iloc[:0], scores, CleanPolicy(), "x", None, True))
+    assert r["s1"] == "nonfinite_score"
+
+
+def test_policy_validation_and_missing_scorer():
+    with pytest.raises(MemcleanError):
+        CleanPolicy(score_action="delete")
+    with pytest.raises(MemcleanError):
+        CleanPolicy(max_drop_fraction=2)
+    samples, dups, scores = make_tables()
+    with pytest.raises(MemcleanError, match="no column 'y_score'"):
+        decide(samples, dups, scores, CleanPolicy(), "y", 0.5, True)
+
+
+def test_threshold_at_precision():
+    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
+    y = np.array([1, 1, 0, 1, 0, 0], bool)
+    assert threshold_at_precision(s, y, 1.0) == 0.8
+    assert threshold_at_precision(s, y, 0.75) == 0.6
+    assert threshold_at_precision(s, ~y, 1.0) is None
+    # Ties are taken together: [1, 0] at the same score give precision 0.5.
+    assert threshold_at_precision(np.array([0.9, 0.9, 0.1]), np.array([1, 0, 1], bool), 0.9) is None
+
+
+@pytest.mark.parametrize("fmt", ["imagefolder", "parquet", "none"])
+def test_export_kept(tmp_path, fmt):
+    samples, dups, scores = make_tables()
+    res = decide(samples, dups, scores, CleanPolicy(max_drop_fraction=0.5), "x", 0.9, True)
+    pixels = np.random.default_rng(0).integers(0, 256, (10, 1, 4, 4), dtype=np.uint8)
+    out = tmp_path / "export"
+    (out / "stale").mkdir(parents=True)
+    info = export_kept(res.manifest, pixels, ["a", "b", "c"], out, fmt)
+    kept_ok = int((res.manifest["keep"] & res.manifest["row"].notna()).sum())
+    assert json.loads((out / "EXPORT.json").read_text())["format"] == fmt
+    assert not (out / "stale").exists()
+    if fmt == "imagefolder":
+        assert len(list(out.rglob("*.png"))) == kept_ok == info["samples"]
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(res.manifest.loc[res.manifest["keep"] & res.manifest["row"].notna(), "split"].unique())
+    elif fmt == "parquet":
+        tables = [pq.read_table(p) for p in out.glob("*.parquet")]
+        assert sum(t.num_rows for t in tables) == kept_ok
+        assert tables[0].schema.metadata[b"classes"] == b"a,b,c"
+    else:
+        assert info["samples"] == 0
+    with pytest.raises(MemcleanError):
+        export_kept(res.manifest, pixels, ["a", "b", "c"], out, "zip")
