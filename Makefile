@@ -44,3 +44,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/dedup.py --skip-cifar
+
+.PHONY: screenshot
+screenshot:  ## render data/reports/audit.html to data/reports/audit.png (needs chromium)
+	scripts/screenshot.sh data/reports/audit.html data/reports/audit.png

@@ -73,3 +73,12 @@ def test_load_pixels_validates(tmp_path):
 def test_params_digest_is_order_independent():
     assert params_digest({"a": 1, "b": [1, 2]}) == params_digest({"b": [1, 2], "a": 1})
     assert params_digest({"a": 1}) != params_digest({"a": 2})
+
+
+def test_published_files_get_the_umask_mode(tmp_path):
+    import os
+
+    write_json({"a": 1}, tmp_path / "m.json")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o666 & ~mask
