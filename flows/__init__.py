@@ -1,1 +1,1 @@
-"""Prefect flows that run the DVC DAG (the orchestration issue adds them)."""
+"""Prefect flows that run the DVC DAG: ``clean_dataset`` (``python -m flows.clean_dataset``)."""
