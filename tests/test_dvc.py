@@ -56,7 +56,7 @@ def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_dvc_repro_on_digits_then_nothing_reruns(repo_copy):
     first = dvc(repo_copy, "repro")
-    for stage in ("ingest", "dedup", "score", "inject", "validate"):
+    for stage in ("ingest", "dedup", "score", "inject", "validate", "clean", "report"):
         assert f"Running stage '{stage}'" in first.stdout
     samples = pd.read_parquet(repo_copy / "data/interim/samples.parquet")
     assert len(samples) == 1797 and (samples["status"] == "ok").all()
@@ -78,6 +78,14 @@ def test_dvc_repro_on_digits_then_nothing_reruns(repo_copy):
         roc = pd.read_csv(repo_copy / f"data/reports/roc/{name}.csv")
         assert list(roc.columns) == ["fpr", "tpr"] and roc.notna().all().all()
 
+    # The cleaned manifest accounts for every input row; the report is self-contained.
+    manifest = pd.read_parquet(repo_copy / "data/clean/manifest.parquet")
+    assert manifest["sample_id"].tolist() == samples["sample_id"].tolist()
+    clean = json.loads((repo_copy / "data/reports/clean.json").read_text())
+    assert clean["kept"] + clean["dropped"] == 1797 == int(manifest["keep"].sum()) + clean["dropped"]
+    html = (repo_copy / "data/reports/audit.html").read_text()
+    assert "https://" not in html and "http://" not in html
+
     second = dvc(repo_copy, "repro")
     assert "Running stage" not in second.stdout
     status = dvc(repo_copy, "status")
@@ -89,14 +97,27 @@ def test_dvc_repro_on_digits_then_nothing_reruns(repo_copy):
     assert any("roc/aum.csv" in key for key in plots["data"])
 
 
-def test_dvc_reruns_only_the_stage_whose_params_changed(repo_copy):
+def test_cli_run_override_reruns_only_what_depends_on_it(repo_copy):
     dvc(repo_copy, "repro")
     params = (repo_copy / "params.yaml").read_text()
-    (repo_copy / "params.yaml").write_text(params.replace("max_distance: 4", "max_distance: 2"))
     try:
-        out = dvc(repo_copy, "repro").stdout
-        assert "Running stage 'dedup'" in out
+        env = {
+            **os.environ,
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": f"{repo_copy}{os.pathsep}{repo_copy / 'src'}",
+            "MEMCLEAN_PROGRESS": "0",
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "memclean.cli", "run", "--repo", str(repo_copy), "--set", "dedup.max_distance=2"],
+            cwd=repo_copy, env=env, capture_output=True, text=True, timeout=600,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "max_distance: 2" in (repo_copy / "params.yaml").read_text()
+        for stage in ("dedup", "clean", "report"):
+            assert f"Running stage '{stage}'" in proc.stdout
         for stage in ("ingest", "score", "inject", "validate"):
-            assert f"Running stage '{stage}'" not in out
+            assert f"Running stage '{stage}'" not in proc.stdout
+        assert "gate:" in proc.stdout  # the summary printed at the end
+        assert "max_distance: 2" in (repo_copy / "dvc.lock").read_text()
     finally:
         (repo_copy / "params.yaml").write_text(params)
