@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import struct
+import subprocess
 import zlib
 from pathlib import Path
 
@@ -125,3 +127,28 @@ def messy_folder(tmp_path: Path) -> Path:
     outside.write_bytes(encode(pattern(16, 16, seed=30)))
     (root / "cat" / "link_outside.png").symlink_to(outside)
     return root
+
+
+def repo_files() -> list[str]:
+    """Files of the working tree that git tracks or would track."""
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    return [line for line in out.splitlines() if line and (REPO / line).is_file()]
+
+
+def copy_repo(dest: Path) -> Path:
+    """A committed git copy of the repository's sources, without DVC outputs or dvc.lock."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in repo_files():
+        if rel.startswith(("tests/", "bench/", "data/interim/", "data/reports/", "data/clean/")) or rel == "dvc.lock":
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    (dest / "data/raw").mkdir(parents=True, exist_ok=True)
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
+    return dest

@@ -4,40 +4,20 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO
+from conftest import copy_repo
 
 pytestmark = pytest.mark.slow
 
 
-def repo_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    return [line for line in out.splitlines() if line and (REPO / line).is_file()]
-
-
 @pytest.fixture(scope="module")
 def repo_copy(tmp_path_factory) -> Path:
-    dest = tmp_path_factory.mktemp("repo")
-    for rel in repo_files():
-        if rel.startswith(("tests/", "bench/", "data/interim/", "data/reports/", "data/clean/")) or rel == "dvc.lock":
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
-    (dest / "data/raw").mkdir(parents=True, exist_ok=True)
-    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
+    return copy_repo(tmp_path_factory.mktemp("repo"))
 
 
 def dvc(repo: Path, *args: str) -> subprocess.CompletedProcess:

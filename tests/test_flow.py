@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -29,7 +28,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, copy_repo
 
 pytestmark = pytest.mark.slow
 
@@ -45,30 +44,6 @@ FAST = ["score.trainer.epochs=3"]
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def repo_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    return [line for line in out.splitlines() if line and (REPO / line).is_file()]
-
-
-def copy_repo(dest: Path) -> Path:
-    """A committed git copy of the repository's sources, without DVC outputs or dvc.lock (as test_dvc.py)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for rel in repo_files():
-        if rel.startswith(("tests/", "bench/", "data/interim/", "data/reports/", "data/clean/")) or rel == "dvc.lock":
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
-    (dest / "data/raw").mkdir(parents=True, exist_ok=True)
-    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "copy"], cwd=dest, check=True)
-    return dest
 
 
 def sub_env(repo: Path, **extra: str) -> dict[str, str]:

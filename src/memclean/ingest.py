@@ -92,6 +92,20 @@ def parse_image_size(value: Any) -> tuple[int, int] | None:
     raise MemcleanError(f"ingest.image_size must be 'auto', a positive int or [height, width]; got {value!r}")
 
 
+def _bytes(item: Item) -> bytes:
+    return item.read() if item.read else b""
+
+
+def _guarded(item: Item, fn: Callable[[], T]) -> tuple[T | None, dict[str, Any] | None]:
+    """Run ``fn``; a decode or read failure becomes the item's quarantine row."""
+    try:
+        return fn(), None
+    except imaging.DecodeError as exc:
+        return None, _quarantine_row(item, exc.reason, exc.detail)
+    except OSError as exc:
+        return None, _quarantine_row(item, Reason.UNREADABLE, f"read: {exc}")
+
+
 def _quarantine_row(item: Item, reason: Reason, detail: str | None) -> dict[str, Any]:
     return {
         "sample_id": item.sample_id,
@@ -144,16 +158,11 @@ def ingest(
         if item.array is not None:
             headers[idx] = (item.array.shape[0], item.array.shape[1], item.array.ndim == 2)
             continue
-        try:
-            data = item.read() if item.read else b""
-            head = imaging.read_header(data, opts.max_image_pixels, opts.allowed_formats)
-        except imaging.DecodeError as exc:
-            rows[idx] = _quarantine_row(item, exc.reason, exc.detail)
-            continue
-        except OSError as exc:
-            rows[idx] = _quarantine_row(item, Reason.UNREADABLE, f"read: {exc}")
-            continue
-        headers[idx] = (head.height, head.width, head.mode in imaging.GREY_MODES)
+        head, rows[idx] = _guarded(
+            item, lambda it=item: imaging.read_header(_bytes(it), opts.max_image_pixels, opts.allowed_formats)
+        )
+        if head is not None:
+            headers[idx] = (head.height, head.width, head.mode in imaging.GREY_MODES)
 
     if not headers:
         raise MemcleanError(_nothing_readable(rows))
@@ -175,21 +184,19 @@ def ingest(
         assert buf is not None
         for idx in wrap(candidates, "decode", len(candidates)):
             item = items[idx]
-            try:
-                if item.array is not None:
-                    native = np.ascontiguousarray(item.array, dtype=np.uint8)
-                    orig_mode = "L" if native.ndim == 2 else "RGB"
-                else:
-                    dec = imaging.decode(
-                        item.read() if item.read else b"", opts.max_image_pixels, opts.allowed_formats, opts.alpha_background
-                    )
-                    native, orig_mode = dec.pixels, dec.orig_mode
-            except imaging.DecodeError as exc:
-                rows[idx] = _quarantine_row(item, exc.reason, exc.detail)
-                continue
-            except OSError as exc:
-                rows[idx] = _quarantine_row(item, Reason.UNREADABLE, f"read: {exc}")
-                continue
+            if item.array is not None:
+                native = np.ascontiguousarray(item.array, dtype=np.uint8)
+                orig_mode = "L" if native.ndim == 2 else "RGB"
+            else:
+                dec, rows[idx] = _guarded(
+                    item,
+                    lambda it=item: imaging.decode(
+                        _bytes(it), opts.max_image_pixels, opts.allowed_formats, opts.alpha_background
+                    ),
+                )
+                if dec is None:
+                    continue
+                native, orig_mode = dec.pixels, dec.orig_mode
             h0, w0 = native.shape[:2]
             hwc = imaging.to_channels(native, channels)
             if (h0, w0) != (height, width):
