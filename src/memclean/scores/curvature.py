@@ -83,7 +83,7 @@ def curvature_pass(
 @register
 class Curvature(Scorer):
     name = "curvature"
-    defaults = {"h": 1e-3, "n_probes": 2, "every": 4, "batch_size": 512, "seed": 0}
+    defaults = {"h": 1e-3, "n_probes": 2, "every": 4, "batch_size": 128, "seed": 0}
     description = "input-loss curvature, mean ||grad(x+hv) - grad(x)||^2 over probes and checkpoints"
 
     def __init__(self, **params):
