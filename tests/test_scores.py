@@ -12,7 +12,7 @@ from memclean.scores import Scorer, ScoreResult, available, combined_rank, creat
 from memclean.scores.curvature import curvature_pass, input_gradient
 from memclean.train import ProxyCNN, TrainConfig, select_device, train
 
-ALL = {"learning_speed": {}, "aum": {}, "forgetting": {}, "el2n": {}, "loss": {}, "curvature": {"every": 2}, "combined": {}}
+ALL = {"learning_speed": {}, "aum": {}, "forgetting": {}, "el2n": {}, "loss": {}, "curvature": {"every": 2, "n_probes": 8}, "combined": {}}
 CPU = torch.device("cpu")
 
 
@@ -63,9 +63,8 @@ def test_contract_shapes_and_suggested_label(toy_outcome):
 
 def test_planted_mislabels_rank_high(toy_outcome):
     outcome, flipped = toy_outcome
-    # Curvature needs a network that has memorized the flips; this 12-epoch toy
-    # network only partly has, so its bar is lower.
-    bars = {"learning_speed": 0.9, "aum": 0.9, "loss": 0.9, "el2n": 0.9, "combined": 0.9, "curvature": 0.75}
+    # Curvature gets 8 probes here: with 2, the estimate on 200 samples is noisy.
+    bars = {"learning_speed": 0.9, "aum": 0.9, "loss": 0.9, "el2n": 0.9, "combined": 0.9, "curvature": 0.9}
     for name, bar in bars.items():
         auroc = roc_auc_score(flipped, outcome.scores[f"{name}_score"])
         assert auroc > bar, f"{name}: AUROC {auroc:.3f}"

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import Callable, Iterable
+
 from dataclasses import dataclass
 from math import comb
 from typing import Any
@@ -33,6 +33,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from memclean.errors import MemcleanError
+from memclean.progress import Progress, no_progress
 from memclean.schema import DUPLICATES_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,6 @@ HASH_METHODS = ("phash", "dhash", "whash", "average_hash")
 HASH_BITS = 64
 _ANTIALIAS = Image.Resampling.LANCZOS
 
-Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
-
-
-def _no_progress(it: Iterable[Any], desc: str, total: int) -> Iterable[Any]:
-    return it
 
 
 # --------------------------------------------------------------------------- hashing
@@ -105,7 +101,7 @@ def compute_hashes(
     n = len(pixels)
     out = np.empty(n, dtype=np.uint64)
     starts = range(0, n, batch_size)
-    wrap = progress or _no_progress
+    wrap = progress or no_progress
     for start in wrap(starts, f"hash ({method})", len(starts)):
         batch = np.asarray(pixels[start : start + batch_size])
         if method == "phash":

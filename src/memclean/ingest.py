@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +21,7 @@ from PIL import Image
 
 from memclean import imaging
 from memclean.errors import MemcleanError, QuarantineLimitError
+from memclean.progress import Progress, no_progress
 from memclean.io import AtomicNpyWriter
 from memclean.schema import SAMPLES_SCHEMA, Reason, Status
 from memclean.sources import Item, Listing
@@ -28,11 +29,6 @@ from memclean.sources import Item, Listing
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Progress = Callable[[Iterable[T], str, int], Iterable[T]]
-
-
-def _no_progress(it: Iterable[T], desc: str, total: int) -> Iterable[T]:
-    return it
 
 
 @dataclass(frozen=True)
@@ -144,7 +140,7 @@ def ingest(
         One row per input item, in the listing's order.
     """
     opts = options or IngestOptions()
-    wrap = progress or _no_progress
+    wrap = progress or no_progress
     items = listing.items
     rows: list[dict[str, Any] | None] = [None] * len(items)
 

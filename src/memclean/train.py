@@ -18,7 +18,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,14 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from memclean.errors import MemcleanError
+from memclean.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
-Progress = Callable[[Iterable[Any], str, int], Iterable[Any]]
-
-
-def _no_progress(it: Iterable[Any], desc: str, total: int) -> Iterable[Any]:
-    return it
 
 
 @dataclass(frozen=True)
@@ -322,7 +318,7 @@ def train(
         return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
 
     ckpts = config.checkpoints()
-    wrap = progress or _no_progress
+    wrap = progress or no_progress
     history: list[dict[str, float]] = []
     step = 0
     train_time = 0.0

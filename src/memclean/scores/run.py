@@ -15,7 +15,8 @@ from scipy.stats import rankdata
 
 from memclean.errors import MemcleanError
 from memclean.scores.base import Scorer, create
-from memclean.train import Checkpoint, Progress, TrainConfig, TrainResult, train
+from memclean.progress import Progress
+from memclean.train import Checkpoint, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 
