@@ -37,6 +37,8 @@ run: $(STAMP)
 	@echo "  duplicates   $(CURDIR)/data/interim/duplicates.parquet"
 	@echo "  scores       $(CURDIR)/data/interim/scores.parquet"
 	@echo "  validation   $(CURDIR)/data/reports/validation.json  (ROC curves in data/reports/roc/)"
+	@echo "  manifest     $(CURDIR)/data/clean/manifest.parquet  (the cleaned dataset artifact)"
+	@echo "  report       $(CURDIR)/data/reports/audit.html  (+ audit.md, metrics.json)"
 	@echo "  metrics      .venv/bin/dvc metrics show; plots: .venv/bin/dvc plots show"
 
 test: $(STAMP)
