@@ -68,7 +68,7 @@ import torch.nn.functional as F
 
 from memclean.metrics import detection_metrics
 from memclean.noise import inject
-from memclean.scores import score_dataset
+from memclean.scores import DEFAULT_SCORERS, score_dataset
 from memclean.scores.base import Scorer, ScoreResult, register
 from memclean.scores.curvature import curvature_pass
 from memclean.train import Checkpoint, DeviceData, TrainConfig, evaluate, select_device, train
@@ -80,15 +80,7 @@ SHARED = REPO.parent / "shared" / "data"
 NUM_CLASSES = 10
 SEED = 0
 FOLDS = 5
-SCORERS: dict[str, dict[str, Any]] = {
-    "learning_speed": {},
-    "aum": {},
-    "forgetting": {},
-    "el2n": {},
-    "loss": {},
-    "curvature": {},
-    "combined": {},
-}
+SCORERS: dict[str, dict[str, Any]] = {name: dict(p) for name, p in DEFAULT_SCORERS.items()}
 REAL_SCORERS = [s for s in SCORERS if s != "combined"]
 NOISE_SETTINGS = [
     {"name": "symmetric_10", "kind": "symmetric", "rate": 0.10, "pairs": None},

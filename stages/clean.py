@@ -40,11 +40,11 @@ def main() -> None:
     validation = json.loads(common.VALIDATION.read_text())
     gate = validation.get("gate", {})
     scorer = gate.get("scorer") if params["scorer"] == "gate" else params["scorer"]
-    gate_passed = bool(gate.get("passed")) and scorer == gate.get("scorer")
-    if params["scorer"] not in ("gate", gate.get("scorer")):
-        # A scorer other than the gated one must pass the same bar on validation.
-        result = validation.get("scorers", {}).get(scorer) or {}
-        gate_passed = (result.get("auroc") or 0.0) >= float(gate.get("min_auroc", 1.0))
+    if scorer == gate.get("scorer"):
+        gate_passed = bool(gate.get("passed"))
+    else:  # a scorer other than the gated one must pass the same bar on validation
+        auroc = (validation.get("scorers", {}).get(scorer) or {}).get("auroc") or 0.0
+        gate_passed = auroc >= float(gate.get("min_auroc", 1.0))
     vscores = read_parquet(common.VALIDATION_SCORES)
     threshold = None
     if scorer and f"{scorer}_score" in vscores:

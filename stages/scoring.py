@@ -10,22 +10,14 @@ import pandas as pd
 from memclean.errors import MemcleanError
 from memclean.io import load_pixels, read_metadata, read_parquet
 from memclean.schema import SAMPLES_SCHEMA
-from memclean.scores import ScoringOutcome, available, score_dataset
+from memclean.scores import DEFAULT_SCORERS, ScoringOutcome, available, score_dataset
 from memclean.train import TrainConfig, select_device
 from stages import common
 
 DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "trainer": {},
-    "scorers": {
-        "learning_speed": {},
-        "aum": {},
-        "forgetting": {},
-        "el2n": {},
-        "loss": {},
-        "curvature": {},
-        "combined": {},
-    },
+    "scorers": DEFAULT_SCORERS,
     "combine": None,
 }
 

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 COMBINED = "combined"
 
+#: The scorers run when none are named: every registered one, then ``combined``.
+DEFAULT_SCORERS: dict[str, dict[str, Any]] = {
+    name: {} for name in ("learning_speed", "aum", "forgetting", "el2n", "loss", "curvature", COMBINED)
+}
+
 
 @dataclass
 class ScoringOutcome:
