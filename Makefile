@@ -11,11 +11,11 @@ export DO_NOT_TRACK := 1
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 
-.PHONY: install run test bench clean-outputs help
+.PHONY: install run test lint bench clean-outputs help
 
 help:
 	@echo "make run    - install into .venv and run the pipeline (dvc repro) on the default dataset"
-	@echo "make test   - install into .venv and run the test suite"
+	@echo "make test   - install into .venv, run ruff + mypy, then the test suite"
 	@echo "make bench  - run the benchmarks in bench/ (prints JSON)"
 
 $(STAMP): pyproject.toml
@@ -30,7 +30,7 @@ install: $(STAMP)
 run: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/dvc repro
 	@echo
-	@$(PY) -m stages.summary
+	@$(VENV)/bin/memclean summary
 	@echo
 	@echo "outputs:"
 	@echo "  samples      $(CURDIR)/data/interim/samples.parquet  (+ pixels.npy)"
@@ -41,8 +41,13 @@ run: $(STAMP)
 	@echo "  report       $(CURDIR)/data/reports/audit.html  (+ audit.md, metrics.json)"
 	@echo "  metrics      .venv/bin/dvc metrics show; plots: .venv/bin/dvc plots show"
 
-test: $(STAMP)
+test: $(STAMP) lint
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m pytest
+
+lint: $(STAMP)  ## ruff (format check + lint) and mypy over the whole tree
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) bench/dedup.py --skip-cifar

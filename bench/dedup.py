@@ -130,7 +130,7 @@ def machine_info() -> dict[str, Any]:
 def run_ingest(listing: Listing, pixels_path: Path) -> tuple[IngestResult, np.ndarray, dict[str, Any]]:
     """Ingest ``listing`` into ``pixels_path``; return the result, the mmapped pixels and timings."""
     seconds, result, _ = timed(lambda: ingest(listing, pixels_path, IngestOptions()))
-    pixels = np.load(pixels_path, mmap_mode="r")
+    pixels = result.pixels
     rows = len(result.samples)
     info = {
         "rows": rows,
@@ -213,7 +213,7 @@ def bench_hashing(pixels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
         "imagehash_seconds": rnd(ref_seconds),
         "imagehash_images_per_s": rnd(len(sample) / ref_seconds, 1),
         "speedup": rnd((n / seconds) / (len(sample) / ref_seconds), 2),
-        "mismatches_vs_imagehash": int(len(mismatch)),
+        "mismatches_vs_imagehash": len(mismatch),
         "max_mismatch_bits": int(diff.max()) if len(diff) else 0,
         "mismatch_examples": [
             {"index": int(sample[k]), "batched": f"{int(hashes[sample[k]]):016x}", "imagehash": str(ref[k])}
@@ -245,7 +245,7 @@ def mih_diagnostics(hashes: np.ndarray, radius: int) -> dict[str, Any] | None:
             # about half survive the i < j filter before the XOR/popcount check.
             "candidates_ordered": candidates,
         }
-    except Exception as exc:  # noqa: BLE001 - diagnostics must not break the benchmark
+    except Exception as exc:
         log.warning("multi-index diagnostics unavailable: %s", exc)
         return None
 
@@ -254,18 +254,18 @@ def bench_search(hashes: np.ndarray) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for radius in RADII:
         log.info("radius %d: radius_pairs ×%d", radius, SEARCH_REPEATS)
-        rp_seconds, pairs, rp_all = timed(lambda: dedup.radius_pairs(hashes, radius), SEARCH_REPEATS)
+        rp_seconds, pairs, rp_all = timed(lambda: dedup.radius_pairs(hashes, radius), SEARCH_REPEATS)  # noqa: B023
         log.info("radius %d: radius_pairs %.3f s, %d pairs; brute force", radius, rp_seconds, len(pairs))
-        bf_seconds, brute, _ = timed(lambda: dedup.brute_force_pairs(hashes, radius))
+        bf_seconds, brute, _ = timed(lambda: dedup.brute_force_pairs(hashes, radius))  # noqa: B023
         diag = mih_diagnostics(hashes, radius)
         out[f"radius_{radius}"] = {
-            "pairs": int(len(pairs)),
+            "pairs": len(pairs),
             "radius_pairs_seconds": rnd(rp_seconds),
             "radius_pairs_runs": [rnd(t) for t in rp_all],
             "brute_force_seconds": rnd(bf_seconds),
             "speedup_vs_brute_force": rnd(bf_seconds / rp_seconds, 2),
             "equal_to_brute_force": bool(np.array_equal(pairs, brute)),
-            "brute_force_pairs": int(len(brute)),
+            "brute_force_pairs": len(brute),
             "plan": diag,
         }
     return out
@@ -344,7 +344,9 @@ def bench_cifar(data_dir: Path, workdir: Path) -> dict[str, Any]:
 
     cross_ids = groups["cross_split"].first()
     conflict_ids = groups["label_conflict"].first()
-    cross_examples = [_group_example(groups.get_group(g), result.classes) for g in cross_ids[cross_ids].index[:EXAMPLES]]
+    cross_examples = [
+        _group_example(groups.get_group(g), result.classes) for g in cross_ids[cross_ids].index[:EXAMPLES]
+    ]
     conflict_examples = [
         _group_example(groups.get_group(g), result.classes) for g in conflict_ids[conflict_ids].index[:EXAMPLES]
     ]
@@ -360,7 +362,7 @@ def bench_cifar(data_dir: Path, workdir: Path) -> dict[str, Any]:
         "label_conflict_groups": int(conflict_ids.sum()),
         "cross_split_groups": int(cross_ids.sum()),
         "test_images": int((ok["split"] == "test").sum()),
-        "test_images_with_duplicate_in_train": int(len(leaked_test)),
+        "test_images_with_duplicate_in_train": len(leaked_test),
         "largest_group": int(sizes.max()) if len(sizes) else 0,
         "group_size_counts": {str(k): int(v) for k, v in sizes.value_counts().sort_index().items()},
         "examples_cross_split": cross_examples,
@@ -374,15 +376,19 @@ def bench_cifar(data_dir: Path, workdir: Path) -> dict[str, Any]:
 def hash_diagnostics(hashes: np.ndarray) -> dict[str, Any]:
     _, counts = np.unique(hashes, return_counts=True)
     return {
-        "distinct_hashes": int(len(counts)),
+        "distinct_hashes": len(counts),
         "largest_identical_hash_set": int(counts.max()) if len(counts) else 0,
         "pairs_with_identical_hash": int((counts * (counts - 1) // 2).sum()),
     }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"shared data folder (default {DEFAULT_DATA_DIR})")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"shared data folder (default {DEFAULT_DATA_DIR})"
+    )
     parser.add_argument("--skip-cifar", action="store_true", help="skip the CIFAR-10 find_duplicates run")
     parser.add_argument("--quick", action="store_true", help=f"use {QUICK_N:,} images instead of {FULL_N:,}")
     parser.add_argument("--out", type=Path, help="also write the JSON to this file")

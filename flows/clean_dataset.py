@@ -52,8 +52,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -68,20 +68,20 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from memclean import project
 from memclean.errors import MemcleanError
-from stages import common
-from stages.params import apply_overrides
+from memclean.options import load_params
+from memclean.paramsfile import apply_overrides
+from memclean.summary import RunSummary, read_report
 
 FLOW_NAME = "clean-dataset"
 
 # Execution policy per stage (not the DAG: that comes from DVC).
-IO_STAGES = frozenset({"ingest", "clean", "report"})
+IO_STAGES = frozenset({"params", "ingest", "clean", "report"})
 GPU_STAGES = frozenset({"score", "validate"})
 IO_RETRIES = 2
 IO_RETRY_DELAY_S = 2
 STDERR_TAIL = 25
-
-CLEAN_COUNTS = ("rows", "kept", "dropped", "dropped_by_score", "suspected")  # from clean.json, when present
 
 ARTIFACT_SUMMARY = "clean-dataset-summary"
 ARTIFACT_AUROC = "clean-dataset-auroc"
@@ -103,6 +103,16 @@ class Stage:
     outs: frozenset[str] = field(default_factory=frozenset)  # outs/metrics/plots, relative to the repo
 
 
+#: How a stage says that the user's input or configuration is wrong (``memclean <stage>: error: ...``).
+USER_ERROR = re.compile(r"^memclean [\w-]+: error: ", re.MULTILINE)
+
+
+def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry a failed stage unless it failed on a (deterministic) user error."""
+    error = state.result(raise_on_failure=False)
+    return not (isinstance(error, StageFailed) and USER_ERROR.search(str(error)))
+
+
 def stage_options(name: str, target: str | None = None) -> dict[str, Any]:
     """Prefect task options for a stage: names (the stage's DVC target), tags and retries."""
     target = target or name
@@ -110,7 +120,9 @@ def stage_options(name: str, target: str | None = None) -> dict[str, Any]:
     options: dict[str, Any] = {"name": target, "task_run_name": target, "retries": 0}
     if name in IO_STAGES:
         tags.append("io")
-        options.update(retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S)
+        options.update(
+            retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY_S, retry_condition_fn=retry_unless_user_error
+        )
     if name in GPU_STAGES:
         tags.append("gpu")
     options["tags"] = tags
@@ -201,8 +213,14 @@ def run_stage(repo_dir: str, target: str, wait_for_lock: bool = False) -> dict[s
     logger.info("$ python %s  (in %s)", " ".join(cmd[1:]), repo)
     start = time.monotonic()
     proc = subprocess.Popen(
-        cmd, cwd=repo, env=stage_env(repo), stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, errors="replace",
+        cmd,
+        cwd=repo,
+        env=stage_env(repo),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
     )
     stderr_tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
     stdout_lines: list[str] = []
@@ -230,7 +248,7 @@ def run_stage(repo_dir: str, target: str, wait_for_lock: bool = False) -> dict[s
     return {"stage": target, "status": "ran" if ran else "up to date", "seconds": seconds}
 
 
-@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)
+@flow(name=FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=4), log_prints=True)  # type: ignore[arg-type]
 def clean_dataset(
     repo_dir: str = ".",
     overrides: list[str] | None = None,
@@ -252,6 +270,7 @@ def clean_dataset(
     """
     logger = get_run_logger()
     repo = Path(repo_dir).resolve()
+    load_params(repo / "params.yaml")  # a bad params file fails the flow before any stage runs
     if overrides:
         apply_overrides(repo / "params.yaml", overrides)
         logger.info("params.yaml overrides: %s", ", ".join(overrides))
@@ -260,8 +279,10 @@ def clean_dataset(
 
     futures: dict[str, PrefectFuture] = {}
     for stage in stages:
-        futures[stage.target] = run_stage.with_options(**stage_options(stage.name, stage.target)).submit(
-            str(repo), stage.target, wait_for_lock=parallel,
+        futures[stage.target] = run_stage.with_options(**stage_options(stage.name, stage.target)).submit(  # type: ignore[call-overload]
+            str(repo),
+            stage.target,
+            wait_for_lock=parallel,
             wait_for=[futures[u] for u in stage.upstream],
         )
         if not parallel:
@@ -291,36 +312,6 @@ def clean_dataset(
 # --------------------------------------------------------------------------- artifacts
 
 
-def _load_json(path: Path) -> dict[str, Any] | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.4f}"
-    return str(value)
-
-
-def _reason_rows(by_reason: Any) -> list[dict[str, Any]]:
-    """Rows ``{reason, count, ...}`` from ``clean.json``'s ``by_reason``, whatever its exact shape."""
-    rows: list[dict[str, Any]] = []
-    if isinstance(by_reason, dict):
-        for reason, value in by_reason.items():
-            if isinstance(value, dict):
-                rows.append({"reason": reason, **{k: v for k, v in value.items() if not isinstance(v, dict | list)}})
-            else:
-                rows.append({"reason": reason, "count": value})
-    elif isinstance(by_reason, list):
-        rows = [r for r in by_reason if isinstance(r, dict)]
-    return rows
-
-
 def publish_artifacts(
     repo: Path, stages: list[Stage], results: dict[str, dict[str, Any]], overrides: list[str]
 ) -> list[str]:
@@ -329,10 +320,14 @@ def publish_artifacts(
     fresh = set().union(*(s.outs for s in ok_stages)) if ok_stages else set()
 
     def report(rel: Path) -> dict[str, Any] | None:
-        return _load_json(repo / rel) if rel.as_posix() in fresh else None
+        return read_report(repo / rel) if rel.as_posix() in fresh else None
 
-    ingest, dedup = report(common.INGEST_METRICS), report(common.DEDUP_METRICS)
-    validation, clean = report(common.VALIDATION), report(common.CLEAN_METRICS)
+    summary = RunSummary.from_reports(
+        report(project.INGEST_METRICS),
+        report(project.DEDUP_METRICS),
+        report(project.VALIDATION),
+        report(project.CLEAN_METRICS),
+    )
     keys: list[str] = []
 
     md = [f"# memclean pipeline: `{repo}`", ""]
@@ -342,69 +337,30 @@ def publish_artifacts(
     for s in stages:
         seconds = results[s.target].get("seconds")
         md.append(f"| {s.target} | {results[s.target]['status']} | {'' if seconds is None else f'{seconds:.1f}'} |")
-    md.append("")
-    counts = []
-    if ingest:
-        reasons = ", ".join(f"{k} {v}" for k, v in (ingest.get("quarantine_reasons") or {}).items()) or "none"
-        counts.append(
-            f"- input rows: **{ingest.get('rows')}**; ok {ingest.get('ok')}, "
-            f"quarantined {ingest.get('quarantined')} ({reasons})"
-        )
-    if dedup:
-        counts.append(
-            f"- duplicate groups: **{dedup.get('groups')}** ({dedup.get('exact_groups')} exact, "
-            f"{dedup.get('near_groups')} near); {dedup.get('label_conflict_groups')} with conflicting labels, "
-            f"{dedup.get('cross_split_groups')} across splits"
-        )
-    if clean:
-        shown = [f"{k.replace('_', ' ')} **{clean[k]}**" for k in CLEAN_COUNTS if k in clean]
-        reasons = ", ".join(f"{r.get('reason')} {r.get('count', '')}".strip() for r in _reason_rows(clean.get("by_reason")))
-        if shown:
-            counts.append("- clean: " + ", ".join(shown) + (f" ({reasons})" if reasons else ""))
-        if clean.get("score_rule"):
-            counts.append(f"- score rule: {clean['score_rule']}")
-    if counts:
-        md += ["## Counts", "", *counts, ""]
-    if validation:
-        best = validation.get("best")
-        best_auroc = (validation.get("scorers") or {}).get(best, {}).get("auroc") if best else None
-        gate = validation.get("gate") or {}
-        noise = validation.get("noise") or {}
-        md += [
-            "## Validation",
-            "",
-            f"- injected noise: {noise.get('flipped')}/{noise.get('n')} labels flipped "
-            f"({noise.get('kind')}, rate {noise.get('rate')}, seed {noise.get('seed')})",
-            f"- best scorer: **{best}** (AUROC {_fmt(best_auroc)})",
-            f"- gate: **{'passed' if gate.get('passed') else 'FAILED'}** on {gate.get('scorer')} "
-            f"(AUROC {_fmt(gate.get('auroc'))}, minimum {_fmt(gate.get('min_auroc'))}): {gate.get('reason')}",
-            "",
-        ]
-    audit = repo / common.AUDIT_HTML
-    if common.AUDIT_HTML.as_posix() in fresh and audit.is_file():
+    md += ["", "## Summary", "", summary.markdown()]
+    audit = repo / project.AUDIT_HTML
+    if project.AUDIT_HTML.as_posix() in fresh and audit.is_file():
         md += [f"Audit report: [{audit}]({audit.as_uri()})", ""]
     create_markdown_artifact("\n".join(md), key=ARTIFACT_SUMMARY, description="memclean pipeline run summary")
     keys.append(ARTIFACT_SUMMARY)
 
-    if validation and validation.get("scorers"):
-        rows = []
-        for name, r in validation["scorers"].items():
-            fields = {k: v for k, v in (r or {}).items() if not isinstance(v, dict | list)}
-            first = {k: fields.pop(k) for k in ("auroc", "ap", "precision_at_k") if k in fields}
-            rows.append({"scorer": name, **first, **fields})
-        rows.sort(key=lambda row: -(row.get("auroc") if isinstance(row.get("auroc"), int | float) else -1.0))
+    if summary.validation and summary.validation.scorers:
+        rows = summary.validation.table().astype(object).where(lambda t: t.notna(), None).to_dict("records")
         create_table_artifact(rows, key=ARTIFACT_AUROC, description="Detection of injected mislabels per scorer")
         keys.append(ARTIFACT_AUROC)
 
-    if clean:
-        rows = _reason_rows(clean.get("by_reason"))
-        if rows:
-            create_table_artifact(rows, key=ARTIFACT_DROP_REASONS, description="Samples dropped, by reason")
-            keys.append(ARTIFACT_DROP_REASONS)
+    if summary.clean and summary.clean.by_reason:
+        rows = summary.clean.reason_table().to_dict("records")
+        create_table_artifact(rows, key=ARTIFACT_DROP_REASONS, description="Samples dropped, by reason")
+        keys.append(ARTIFACT_DROP_REASONS)
 
-    if common.AUDIT_HTML.as_posix() in fresh and audit.is_file():
-        create_link_artifact(audit.as_uri(), link_text="memclean audit report", key=ARTIFACT_AUDIT,
-                             description="Self-contained HTML audit report")
+    if project.AUDIT_HTML.as_posix() in fresh and audit.is_file():
+        create_link_artifact(
+            audit.as_uri(),
+            link_text="memclean audit report",
+            key=ARTIFACT_AUDIT,
+            description="Self-contained HTML audit report",
+        )
         keys.append(ARTIFACT_AUDIT)
     return keys
 
@@ -417,10 +373,22 @@ def _parser(serve: bool) -> argparse.ArgumentParser:
     desc = "Serve the flow on a cron schedule (needs a Prefect server)." if serve else "Run the pipeline once."
     p = argparse.ArgumentParser(prog=prog, description=desc)
     p.add_argument("--repo", default=".", help="repository with dvc.yaml (default: the current folder)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="params.yaml override, e.g. score.trainer.epochs=5 (repeatable)")
-    p.add_argument("--target", dest="targets", action="append", default=[], metavar="STAGE",
-                   help="run only this stage and its upstream stages (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params.yaml override, e.g. score.trainer.epochs=5 (repeatable)",
+    )
+    p.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="run only this stage and its upstream stages (repeatable)",
+    )
     p.add_argument("--parallel", action="store_true", help="run independent stages at the same time")
     if serve:
         p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *"')

@@ -10,75 +10,67 @@ from __future__ import annotations
 
 import json
 
+from memclean import project
 from memclean.errors import MemcleanError
 from memclean.export import export_kept
-from memclean.io import load_pixels, params_digest, read_metadata, read_parquet, write_json, write_parquet
-from memclean.policy import CleanPolicy, decide, threshold_at_precision
-from memclean.schema import DUPLICATES_SCHEMA, SAMPLES_SCHEMA, manifest_schema
-from stages import common
-
-DEFAULTS = {
-    "scorer": "gate",
-    "score_action": "drop",
-    "target_precision": 0.9,
-    "max_drop_fraction": 0.05,
-    "drop_exact_duplicates": True,
-    "drop_conflicting_duplicates": True,
-    "drop_split_leaks": True,
-    "export": "none",
-}
+from memclean.gate import cleaning_gate
+from memclean.io import params_digest, read_parquet, write_json, write_parquet
+from memclean.policy import decide, threshold_at_precision
+from memclean.schema import DUPLICATES_SCHEMA, manifest_schema
 
 
 def main() -> None:
-    params = {**DEFAULTS, **common.load_params("clean")}
-    common.check_keys("clean", params, DEFAULTS)
-    policy = CleanPolicy(**{k: v for k, v in params.items() if k not in ("scorer", "export")})
-    samples = read_parquet(common.SAMPLES, SAMPLES_SCHEMA)
-    classes = list(read_metadata(common.SAMPLES).get("classes") or [])
-    duplicates = read_parquet(common.DUPLICATES, DUPLICATES_SCHEMA)
-    scores = read_parquet(common.SCORES)
-    validation = json.loads(common.VALIDATION.read_text())
-    gate = validation.get("gate", {})
-    scorer = gate.get("scorer") if params["scorer"] == "gate" else params["scorer"]
-    if scorer == gate.get("scorer"):
-        gate_passed = bool(gate.get("passed"))
-    else:  # a scorer other than the gated one must pass the same bar on validation
-        auroc = (validation.get("scorers", {}).get(scorer) or {}).get("auroc") or 0.0
-        gate_passed = auroc >= float(gate.get("min_auroc", 1.0))
-    vscores = read_parquet(common.VALIDATION_SCORES)
+    params = project.params().clean
+    samples, pixels, classes = project.load_samples()
+    duplicates = read_parquet(project.DUPLICATES, DUPLICATES_SCHEMA)
+    scores = read_parquet(project.SCORES)
+    try:
+        validation = json.loads(project.VALIDATION.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise MemcleanError(f"{project.VALIDATION} is missing or not JSON ({exc}): rerun the validate stage") from None
+    gate = cleaning_gate(validation, params.scorer)
+    scorer = gate.scorer
+    vscores = read_parquet(project.VALIDATION_SCORES)
     threshold = None
-    if scorer and f"{scorer}_score" in vscores:
+    if scorer is not None and f"{scorer}_score" in vscores and f"{scorer}_score" in scores:
         threshold = threshold_at_precision(
-            vscores[f"{scorer}_score"].to_numpy(), vscores["is_flipped"].to_numpy(), policy.target_precision
+            vscores[f"{scorer}_score"].to_numpy(), vscores["is_flipped"].to_numpy(), params.target_precision
         )
-    elif scorer:
-        raise MemcleanError(f"validation has no scores for scorer {scorer!r}")
+    elif scorer is not None:
+        project.log.warning("scorer %s produced no scores: nothing is dropped by score", scorer)
+        scorer = None
 
-    result = decide(samples, duplicates, scores, policy, scorer, threshold, gate_passed, classes)
+    result = decide(samples, duplicates, scores, params, scorer, threshold, gate.passed, classes)
     names = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
-    digest = params_digest(params)
+    digest = params_digest(params.model_dump(mode="json"))
     write_parquet(
-        result.manifest, common.MANIFEST, manifest_schema(names), metadata={"classes": classes, "params_digest": digest}
+        result.manifest,
+        project.MANIFEST,
+        manifest_schema(names),
+        metadata={"classes": classes, "params_digest": digest, **project.manifest_metadata()},
     )
-    export = export_kept(result.manifest, load_pixels(common.PIXELS), classes, common.EXPORT, str(params["export"]))
+    export = export_kept(result.manifest, pixels, classes, project.EXPORT, params.export)
     write_json(
         {
             **result.summary,
             "scorer": scorer,
             "threshold": threshold,
-            "target_precision": policy.target_precision,
-            "score_action": policy.score_action,
-            "gate": {"passed": gate_passed, "reason": gate.get("reason"), "auroc": gate.get("auroc")},
+            "target_precision": params.target_precision,
+            "score_action": params.score_action,
+            "gate": {"passed": gate.passed, "reason": gate.reason, "auroc": gate.auroc},
             "export": {k: export[k] for k in ("format", "samples")},
             "params_digest": digest,
         },
-        common.CLEAN_METRICS,
+        project.CLEAN_METRICS,
     )
-    common.log.info(
-        "manifest: %d rows, %d kept, %d dropped %s", result.summary["rows"], result.summary["kept"],
-        result.summary["dropped"], result.summary["by_reason"],
+    project.log.info(
+        "manifest: %d rows, %d kept, %d dropped %s",
+        result.summary["rows"],
+        result.summary["kept"],
+        result.summary["dropped"],
+        result.summary["by_reason"],
     )
 
 
 if __name__ == "__main__":
-    common.run(main, "clean")
+    project.run_stage(main, "clean")

@@ -82,7 +82,7 @@ def palette_with_transparency(array: np.ndarray) -> bytes:
 
 
 def rgba_png(array: np.ndarray) -> bytes:
-    a = np.full(array.shape[:2] + (1,), 128, np.uint8)
+    a = np.full((*array.shape[:2], 1), 128, np.uint8)
     return encode(np.concatenate([array, a], axis=2), "PNG")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
+from test_policy import make_tables
 from typer.testing import CliRunner
 
 from memclean.cli import app
@@ -13,13 +14,19 @@ from memclean.errors import MemcleanError
 from memclean.io import save_npy, write_parquet
 from memclean.policy import CleanPolicy, decide
 from memclean.schema import manifest_schema
-from test_policy import make_tables
 
 
 @pytest.fixture
 def artifact(tmp_path):
     samples, dups, scores = make_tables()
-    for col, value in (("label_name", None), ("width", 4), ("height", 4), ("channels", 1), ("orig_mode", "L"), ("detail", None)):
+    for col, value in (
+        ("label_name", None),
+        ("width", 4),
+        ("height", 4),
+        ("channels", 1),
+        ("orig_mode", "L"),
+        ("detail", None),
+    ):
         samples[col] = value
     res = decide(samples, dups, scores, CleanPolicy(max_drop_fraction=0.5), "x", 0.9, True, ["a", "b", "c"])
     manifest = tmp_path / "data/clean/manifest.parquet"
@@ -57,7 +64,17 @@ def test_cli_show_and_export(artifact, tmp_path):
     assert "conflicting_duplicate" in result.output and "top 3 by x_score" in result.output
     out = tmp_path / "exported"
     result = runner.invoke(
-        app, ["export", str(manifest), "--out", str(out), "--format", "parquet", "--pixels", str(tmp_path / "data/interim/pixels.npy")]
+        app,
+        [
+            "export",
+            str(manifest),
+            "--out",
+            str(out),
+            "--format",
+            "parquet",
+            "--pixels",
+            str(tmp_path / "data/interim/pixels.npy"),
+        ],
     )
     assert result.exit_code == 0, result.output
     assert (out / "EXPORT.json").exists() and list(out.glob("*.parquet"))
@@ -68,6 +85,6 @@ def test_cli_show_and_export(artifact, tmp_path):
 
 def test_cli_help_everywhere():
     runner = CliRunner()
-    for args in ([], ["run"], ["report"], ["show"], ["export"]):
+    for args in ([], ["run"], ["set"], ["params"], ["summary"], ["report"], ["show"], ["export"]):
         result = runner.invoke(app, [*args, "--help"])
         assert result.exit_code == 0 and "Usage" in result.output

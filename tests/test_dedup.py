@@ -6,9 +6,9 @@ from __future__ import annotations
 import imagehash
 import numpy as np
 import pytest
-from conftest import encode, pattern
 from PIL import Image, ImageEnhance
 
+from conftest import encode, pattern
 from memclean.dedup import (
     HASH_METHODS,
     brute_force_pairs,
@@ -60,7 +60,12 @@ def test_hashes_are_imagehash_bit_for_bit(method, channels):
     imgs = np.concatenate(
         [
             rng.integers(0, 256, size=(20, channels, 28, 28), dtype=np.uint8),
-            np.stack([pattern(28, 28, seed=s, channels=channels).reshape(28, 28, channels).transpose(2, 0, 1) for s in range(20)]),
+            np.stack(
+                [
+                    pattern(28, 28, seed=s, channels=channels).reshape(28, 28, channels).transpose(2, 0, 1)
+                    for s in range(20)
+                ]
+            ),
         ]
     )
     got = compute_hashes(imgs, method, batch_size=7)
@@ -100,7 +105,7 @@ def planted(tmp_path):
     put("train/a/blank_2.png", encode(np.zeros((32, 32, 3), np.uint8)))
     listing = list_imagefolder(root)
     result = ingest(listing, tmp_path / "p.npy")
-    return result.samples, np.load(tmp_path / "p.npy")
+    return result.samples, np.array(result.pixels)
 
 
 def group_of(dups, sample_id):
@@ -136,7 +141,9 @@ def test_kinds_conflicts_leaks_and_representatives(planted):
     assert d.groupby("group_id")["is_representative"].sum().eq(1).all()
     # The representative is the member that comes first in the dataset.
     rows = samples.set_index("sample_id")["row"]
-    first = d.assign(row=rows.reindex(d.index)).reset_index().sort_values("row").groupby("group_id")["sample_id"].first()
+    first = (
+        d.assign(row=rows.reindex(d.index)).reset_index().sort_values("row").groupby("group_id")["sample_id"].first()
+    )
     assert set(first) == set(d.index[d["is_representative"]])
 
 

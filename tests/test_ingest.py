@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import encode, pattern
 
+from conftest import encode, pattern
+from memclean import io as mio
 from memclean.errors import MemcleanError, QuarantineLimitError
 from memclean.ingest import IngestOptions, check_quarantine, ingest, parse_image_size
+from memclean.io import load_pair
 from memclean.sources import list_imagefolder
 
 EXPECTED = {
@@ -26,11 +30,13 @@ EXPECTED = {
 @pytest.fixture
 def messy_result(messy_folder, tmp_path):
     listing = list_imagefolder(messy_folder)
-    return listing, ingest(listing, tmp_path / "pixels.npy"), tmp_path / "pixels.npy"
+    with ingest(listing, tmp_path / "pixels.npy") as result:
+        result.publish(tmp_path / "samples.parquet")
+    return listing, result, tmp_path / "pixels.npy"
 
 
 def test_every_bad_input_is_a_quarantined_row_with_its_reason(messy_result):
-    listing, result, _ = messy_result
+    _, result, _ = messy_result
     s = result.samples.set_index("sample_id")
     quarantined = s[s["status"] == "quarantined"]
     assert dict(quarantined["reason"]) == EXPECTED
@@ -94,10 +100,42 @@ def test_quarantine_limit_fails_with_one_line_message(messy_result):
     check_quarantine(result, 0.5)  # under the limit: no error
 
 
+def test_quarantine_failure_publishes_nothing(messy_result, messy_folder, tmp_path):
+    _, old, pixels_path = messy_result
+    samples_path = tmp_path / "samples.parquet"
+    (messy_folder / "cat" / "good_0.png").write_bytes(encode(pattern(16, 16, seed=500)))
+    (messy_folder / "cat" / "good_1.png").unlink()
+    with pytest.raises(QuarantineLimitError), ingest(list_imagefolder(messy_folder), pixels_path) as result:
+        assert result.pixels_path == pixels_path and len(result.pixels) == len(old.pixels) - 1
+        check_quarantine(result, 0.05)
+        result.publish(samples_path)
+    samples, pixels, meta = load_pair(samples_path, pixels_path)  # the previous pair, untouched
+    pd.testing.assert_frame_equal(samples, old.samples, check_dtype=False)
+    np.testing.assert_array_equal(pixels, old.pixels)
+    assert meta["classes"] == ["bird", "cat", "dog"] and meta["image_size"] == [16, 16] and meta["channels"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["messy", "outside.png", "pixels.npy", "samples.parquet"]
+
+
+def test_staged_pixels_are_removed_without_a_context_manager(messy_folder, tmp_path):
+    result = ingest(list_imagefolder(messy_folder), tmp_path / "p.npy")
+    assert [p.name.startswith(".p.npy.memclean-new-") for p in tmp_path.glob(".p.npy*")] == [True]
+    result.discard()
+    assert not list(tmp_path.glob("*.npy*"))
+
+
+def test_image_size_too_large_for_the_disk_is_one_line(messy_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(mio.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**13, 10**13 - 10**11, 10**11))
+    with pytest.raises(MemcleanError) as info:
+        ingest(list_imagefolder(messy_folder), tmp_path / "p.npy", IngestOptions(image_size=(100_000, 100_000)))
+    msg = str(info.value)
+    assert "\n" not in msg and "p.npy needs ~660,000 MB (a 22×3×100000×100000 uint8 array)" in msg
+    assert not list(tmp_path.glob("*.npy*"))
+
+
 def test_explicit_size_and_channels(messy_folder, tmp_path):
     opts = IngestOptions(image_size=(8, 10), channels=1)
-    result = ingest(list_imagefolder(messy_folder), tmp_path / "p.npy", opts)
-    pixels = np.load(tmp_path / "p.npy")
+    with ingest(list_imagefolder(messy_folder), tmp_path / "p.npy", opts) as result:
+        pixels = result.pixels
     assert pixels.shape[1:] == (1, 8, 10)
     assert result.resized == int((result.samples["status"] == "ok").sum())
 
@@ -110,7 +148,8 @@ def test_split_folders(tmp_path):
             d.mkdir(parents=True)
             for i in range(2):
                 (d / f"{i}.png").write_bytes(encode(pattern(8, 8, seed=hash((split, cls, i)) % 1000)))
-    result = ingest(list_imagefolder(root), tmp_path / "p.npy")
+    with ingest(list_imagefolder(root), tmp_path / "p.npy") as result:
+        pass
     assert sorted(result.samples["split"].unique()) == ["test", "train"]
     assert result.classes == ["a", "b"]
     assert (result.samples["status"] == "ok").all()
@@ -123,14 +162,19 @@ def test_nothing_readable_is_a_clear_error(tmp_path):
     (root / "a" / "x.png").write_bytes(b"nope")
     with pytest.raises(MemcleanError, match="no readable image.*not_an_image=1"):
         ingest(list_imagefolder(root), tmp_path / "p.npy")
-    assert not (tmp_path / "p.npy").exists()
+    assert not list(tmp_path.glob("*.npy*"))
 
 
 def test_rerun_is_identical(messy_folder, tmp_path):
-    a = ingest(list_imagefolder(messy_folder), tmp_path / "a.npy").samples
-    b = ingest(list_imagefolder(messy_folder), tmp_path / "b.npy").samples
+    digests = []
+    for name in ("a", "b"):
+        with ingest(list_imagefolder(messy_folder), tmp_path / f"{name}.npy") as result:
+            digests.append(result.publish(tmp_path / f"{name}.parquet", metadata={"source": "imagefolder"}))
+    a, pa_, meta_a = load_pair(tmp_path / "a.parquet", tmp_path / "a.npy")
+    b, pb, meta_b = load_pair(tmp_path / "b.parquet", tmp_path / "b.npy")
     pd.testing.assert_frame_equal(a, b)
-    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    np.testing.assert_array_equal(pa_, pb)
+    assert digests[0] == digests[1] == meta_a["pixels_digest"] and meta_b["source"] == "imagefolder"
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""`stages.params`: section.key=value overrides written into params.yaml."""
+"""`memclean.paramsfile` and `memclean set`: section.key=value overrides written into params.yaml."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
 
+from conftest import REPO
 from memclean.errors import MemcleanError
-from stages.params import apply_overrides, parse_override
+from memclean.paramsfile import apply_overrides, parse_override
 
 
 @pytest.fixture
@@ -38,7 +38,11 @@ def load(path: Path) -> dict:
         ("ingest.root=null", ("ingest", "root"), None),
         ("ingest.root=", ("ingest", "root"), None),
         ("ingest.image_size=[28, 28]", ("ingest", "image_size"), [28, 28]),
-        ("score.scorers.curvature={h: 0.01, n_probes: 4}", ("score", "scorers", "curvature"), {"h": 0.01, "n_probes": 4}),
+        (
+            "score.scorers.curvature={h: 0.01, n_probes: 4}",
+            ("score", "scorers", "curvature"),
+            {"h": 0.01, "n_probes": 4},
+        ),
         ("clean.drop_split_leaks=false", ("clean", "drop_split_leaks"), False),
         ("ingest.root=/data/a=b", ("ingest", "root"), "/data/a=b"),
         (" score . device = cpu", ("score", "device"), "cpu"),
@@ -53,7 +57,7 @@ def test_apply_overrides_changes_only_the_given_keys_and_keeps_comments(params):
     before = load(params)
     out = apply_overrides(
         params,
-        ["ingest.source=idx", "score.trainer.epochs=5", "clean.export=parquet", "score.scorers.el2n.early_fraction=0.3"],
+        ["ingest.source=idx", "score.trainer.epochs=5", "clean.export=parquet", "inject.rate=0.2"],
     )
     after = load(params)
     assert out == after
@@ -61,14 +65,14 @@ def test_apply_overrides_changes_only_the_given_keys_and_keeps_comments(params):
     expected["ingest"]["source"] = "idx"
     expected["score"]["trainer"]["epochs"] = 5
     expected["clean"]["export"] = "parquet"
-    expected["score"]["scorers"]["el2n"]["early_fraction"] = 0.3
+    expected["inject"]["rate"] = 0.2
     assert after == expected and after != before
     text = params.read_text()
     # Comments, order and flow style survive (ruamel.yaml round trip).
     assert "# memclean parameters: one section per DVC stage." in text
     assert "source: idx" in text and "# digits | imagefolder | manifest | idx | hf-parquet" in text
     assert "allowed_formats: [PNG, JPEG, BMP, GIF, TIFF, WEBP, PPM]" in text
-    assert "el2n: {early_fraction: 0.3}" in text
+    assert "rate: 0.2 " in text
     assert "root: null" in text  # nulls stay spelled `null`
     assert list(after) == list(before)
     # Only the changed lines differ.
@@ -79,9 +83,14 @@ def test_apply_overrides_changes_only_the_given_keys_and_keeps_comments(params):
 def test_nested_keys_are_created_and_strings_that_look_like_other_types_are_quoted(params):
     out = apply_overrides(
         params,
-        ["score.scorers.aum.new_key=1", "ingest.root='yes'", "ingest.manifest='0.5'", "score.combine=[loss, aum]"],
+        [
+            "score.scorers.curvature.n_probes=4",
+            "ingest.root='yes'",
+            "ingest.manifest='0.5'",
+            "score.combine=[loss, aum]",
+        ],
     )
-    assert out["score"]["scorers"]["aum"] == {"new_key": 1}
+    assert out["score"]["scorers"]["curvature"] == {"n_probes": 4}
     assert out["ingest"]["root"] == "yes" and out["ingest"]["manifest"] == "0.5"
     assert out["score"]["combine"] == ["loss", "aum"]
     assert load(params) == out
@@ -99,6 +108,10 @@ def test_later_items_win_and_no_items_writes_nothing(params):
     ("item", "message"),
     [
         ("nosuch.key=1", "unknown params section 'nosuch'"),
+        ("clean.exprot=parquet", "clean.exprot: unknown key"),
+        ("score.trainer.epochs=ten", "score.trainer.epochs: Input should be a valid integer"),
+        ("score.scorers.aum.new_key=1", "score.scorers.aum.new_key: unknown key"),
+        ("validate.scorer=nope", "validate.scorer 'nope' is not run by score.scorers"),
         ("ingest", "expected section.key=value"),
         ("ingest=1", "dotted path"),
         ("ingest..root=1", "dotted path"),
@@ -142,20 +155,26 @@ def test_write_is_atomic_and_keeps_the_file_mode(params, monkeypatch):
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}"}
+    (cwd / "dvc.yaml").touch()
     return subprocess.run(
-        [sys.executable, "-m", "stages.params", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "memclean.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
 
 
 def test_cli_sets_values_and_prints_one_line_errors(params):
-    ok = run_cli("--set", "score.trainer.epochs=7", "--set", "ingest.source=idx", cwd=params.parent)
+    ok = run_cli("set", "score.trainer.epochs=7", "ingest.source=idx", cwd=params.parent)
     assert ok.returncode == 0, ok.stderr
     assert "score.trainer.epochs: 20 -> 7" in ok.stdout and "ingest.source: 'digits' -> 'idx'" in ok.stdout
     assert load(params)["score"]["trainer"]["epochs"] == 7
 
-    bad = run_cli("--set", "bogus.key=1", cwd=params.parent)
-    assert bad.returncode == 1
-    lines = bad.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("memclean params: error: unknown params section 'bogus'")
-    assert "Traceback" not in bad.stderr
+    before = params.read_bytes()
+    for item, message in [
+        ("bogus.key=1", "unknown params section 'bogus'"),
+        ("clean.exprot=parquet", "clean.exprot: unknown key"),
+    ]:
+        bad = run_cli("set", item, cwd=params.parent)
+        assert bad.returncode == 2
+        lines = bad.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("memclean: error: ") and message in lines[0], bad.stderr
+        assert "Traceback" not in bad.stderr
+    assert params.read_bytes() == before

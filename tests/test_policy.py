@@ -11,6 +11,7 @@ import pytest
 
 from memclean.errors import MemcleanError
 from memclean.export import export_kept
+from memclean.options import parse_params
 from memclean.policy import CleanPolicy, decide, threshold_at_precision
 
 
@@ -26,7 +27,7 @@ def make_tables():
             "status": ["ok"] * 10 + ["quarantined", "quarantined"],
             "reason": [None] * 10 + ["truncated", "unknown_label"],
             "pixel_sha256": ["d0", "d1", "d0", "d3", "d4", "d5", "d6", "d7", "d8", "d9", None, None],
-            "row": pd.array(list(range(10)) + [None, None], dtype="Int64"),
+            "row": pd.array([*list(range(10)), None, None], dtype="Int64"),
         }
     )
     duplicates = pd.DataFrame(
@@ -101,7 +102,9 @@ def test_gate_failed_or_no_threshold_drops_nothing_by_score():
 
 def test_flag_mode_keeps_suspects():
     samples, dups, scores = make_tables()
-    res = decide(samples, dups.iloc[:0], scores, CleanPolicy(score_action="flag", max_drop_fraction=1.0), "x", 0.9, True)
+    res = decide(
+        samples, dups.iloc[:0], scores, CleanPolicy(score_action="flag", max_drop_fraction=1.0), "x", 0.9, True
+    )
     m = res.manifest.set_index("sample_id")
     assert m.loc[["s4", "s5", "s6"], "suspected"].all() and m.loc[["s4", "s5", "s6"], "keep"].all()
     assert res.summary["dropped_by_score"] == 0
@@ -115,10 +118,10 @@ def test_nonfinite_scores_are_dropped_with_their_code():
 
 
 def test_policy_validation_and_missing_scorer():
-    with pytest.raises(MemcleanError):
-        CleanPolicy(score_action="delete")
-    with pytest.raises(MemcleanError):
-        CleanPolicy(max_drop_fraction=2)
+    with pytest.raises(MemcleanError, match="clean.score_action"):
+        parse_params({"clean": {"score_action": "delete"}})
+    with pytest.raises(MemcleanError, match="clean.max_drop_fraction"):
+        parse_params({"clean": {"max_drop_fraction": 2}})
     samples, dups, scores = make_tables()
     with pytest.raises(MemcleanError, match="no column 'y_score'"):
         decide(samples, dups, scores, CleanPolicy(), "y", 0.5, True)
@@ -147,12 +150,41 @@ def test_export_kept(tmp_path, fmt):
     assert not (out / "stale").exists()
     if fmt == "imagefolder":
         assert len(list(out.rglob("*.png"))) == kept_ok == info["samples"]
-        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(res.manifest.loc[res.manifest["keep"] & res.manifest["row"].notna(), "split"].unique())
+        assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(
+            res.manifest.loc[res.manifest["keep"] & res.manifest["row"].notna(), "split"].unique()
+        )
     elif fmt == "parquet":
         tables = [pq.read_table(p) for p in out.glob("*.parquet")]
         assert sum(t.num_rows for t in tables) == kept_ok
-        assert tables[0].schema.metadata[b"classes"] == b"a,b,c"
+        assert json.loads(tables[0].schema.metadata[b"classes"]) == ["a", "b", "c"]
     else:
         assert info["samples"] == 0
     with pytest.raises(MemcleanError):
         export_kept(res.manifest, pixels, ["a", "b", "c"], out, "zip")
+
+
+def test_a_failed_gate_drops_nothing_by_score_not_even_nonfinite_rows():
+    samples, dups, scores = make_tables()
+    scores["x_score"] = np.nan  # e.g. a scorer that produced nothing usable
+    policy = CleanPolicy()
+    failed = decide(samples, dups, scores, policy, "x", 0.5, gate_passed=False)
+    assert not failed.manifest["drop_reason"].isin(["nonfinite_score", "suspected_label_error"]).any()
+    assert failed.summary["nonfinite_scores"] == 10 and failed.summary["dropped_by_score"] == 0
+    passed = decide(samples, dups, scores, policy, "x", 0.5, gate_passed=True)
+    assert (passed.manifest["drop_reason"] == "nonfinite_score").any()
+
+
+def test_manifest_integers_read_back_as_integers(tmp_path):
+    samples, dups, scores = make_tables()
+    result = decide(samples, dups, scores, CleanPolicy(), "x", 0.5, True)
+    from memclean.io import write_parquet
+    from memclean.schema import manifest_schema
+
+    path = tmp_path / "manifest.parquet"
+    extra = {c: pd.NA for c in manifest_schema(["x"]).names if c not in result.manifest}
+    write_parquet(result.manifest.assign(**extra), path, manifest_schema(["x"]))
+    m = pd.read_parquet(path)  # plain pandas, as a user reads it
+    for column in ("row", "label", "width", "height", "channels"):
+        assert str(m[column].dtype).startswith("Int"), (column, m[column].dtype)
+    kept = m[m["keep"] & m["row"].notna()]
+    assert isinstance(int(kept["row"].iloc[0]), int)

@@ -4,28 +4,49 @@ from __future__ import annotations
 
 import base64
 import html
+import importlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO
+from markupsafe import escape
 
+from conftest import REPO
 from memclean.errors import MemcleanError
-from memclean.io import save_npy, write_json, write_parquet
-from memclean.report import GATE_FAILED_TEXT, SECTION_IDS, ReportInputs, ReportOptions, build_report, image_data_uri
+from memclean.io import PIXELS_DIGEST_KEY, array_digest, save_npy, write_json, write_parquet
+from memclean.options import SECTIONS, parse_params
+from memclean.report import (
+    GATE_FAILED_TEXT,
+    SECTION_IDS,
+    Report,
+    ReportInputs,
+    ReportOptions,
+    build_report,
+    image_data_uri,
+)
 from memclean.schema import DUPLICATES_SCHEMA, manifest_schema
 
 CLASSES = ["zero", "one", "two"]
 SCORERS = ["loss", "aum"]
 EVIL = "cat/<script>alert('x')</script>.png"
 THRESHOLD = 0.8
+COMMIT = "0123456789abcdef0123456789abcdef01234567 + uncommitted changes"
+PARAMS = {
+    "ingest": {"source": "imagefolder", "root": "/data/pets", "classes": None, "allowed_formats": ["PNG", "JPEG"]},
+    "score": {"device": "auto", "trainer": {"epochs": 20, "lr": 0.05}, "scorers": {"loss": {}, "el2n": {"early": 0.2}}},
+    "inject": None,
+    "report": {"top_suspects": 10, "duplicate_groups": 5},
+}
 
 
 def make_inputs(gate_passed: bool = True) -> ReportInputs:
@@ -87,7 +108,9 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
     m["keep"] = drop.isna().to_numpy()
     m["suspected"] = suspected if gate_passed else np.zeros(n, bool)
     m["suggested_label"] = pd.array(np.where(is_ok, (labels.tolist() + [0] * 3), None), dtype="Int32")
-    m["suggested_label"] = pd.array([(int(v) + 1) % 3 if s else v for v, s in zip(m["suggested_label"], suspected, strict=True)], dtype="Int32")
+    m["suggested_label"] = pd.array(
+        [(int(v) + 1) % 3 if s else v for v, s in zip(m["suggested_label"], suspected, strict=True)], dtype="Int32"
+    )
 
     dups = pd.DataFrame(
         {
@@ -147,9 +170,18 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
         roc=roc,
         ingest={"rows": n, "ok": n_ok, "quarantined": 3, "image_size": [8, 8], "channels": 1, "params_digest": "iiii"},
         dedup={"groups": 2, "method": "phash", "max_distance": 4, "params_digest": "dddd"},
-        score={"device": "cpu", "train_seconds": 2.0, "scorer_seconds": {"loss": 0.1, "aum": 0.2}, "params_digest": "ssss"},
+        score={
+            "device": "cpu",
+            "train_seconds": 2.0,
+            "scorer_seconds": {"loss": 0.1, "aum": 0.2},
+            "params_digest": "ssss",
+        },
         clean=clean,
         params_digests={"manifest": "mmmm"},
+        source="imagefolder",
+        root="/data/pets",
+        commit=COMMIT,
+        params=PARAMS,
     )
 
 
@@ -244,8 +276,9 @@ def test_top_suspects_are_the_highest_scores(passed):
     inputs, report = passed
     m = inputs.manifest
     section = report.html.split('<section id="top-suspects">')[1].split("</section>")[0].replace("<wbr>", "")
+    section = html.unescape(section)  # compare text, whatever entity the escaper picks for a quote
     top = m[m.status == "ok"].sort_values("loss_score", ascending=False)
-    ids = [html.escape(s) for s in top.sample_id]
+    ids = list(top.sample_id)
     assert section.count('class="tile') == 10
     assert section.index(f">{ids[0]}<") < section.index(f">{ids[1]}<") < section.index(f">{ids[9]}<")
     assert f">{ids[10]}<" not in section
@@ -300,23 +333,278 @@ def test_thumbnails_upscale_small_images_with_nearest_neighbour():
     assert max(img.size) == 72 and img.mode == "RGB"
 
 
+# --------------------------------------------------------------------------- golden output, escaping, descriptions
+
+GOLDEN = Path(__file__).parent / "golden"
+DESCRIPTIONS = {"loss": "mean cross-entropy of the given label over checkpoints", "curvature": "not validated here"}
+
+
+class _VisibleText(HTMLParser):
+    """Text nodes of a page outside <style>/<script>, each with its whitespace collapsed."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.lines: list[str] = []
+        self._hidden = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._hidden += tag in ("style", "script")
+
+    def handle_endtag(self, tag: str) -> None:
+        self._hidden -= tag in ("style", "script")
+
+    def handle_data(self, data: str) -> None:
+        text = " ".join(data.split())
+        if text and not self._hidden:
+            self.lines.append(text)
+
+
+def visible_text(page: str) -> list[str]:
+    parser = _VisibleText()
+    parser.feed(page)
+    parser.close()
+    return parser.lines
+
+
+def section_of(page: str, sid: str) -> str:
+    return page.split(f'<section id="{sid}">')[1].split("</section>")[0]
+
+
+@pytest.fixture(scope="module")
+def described() -> tuple[ReportInputs, Report]:
+    inputs = replace(make_inputs(True), scorer_descriptions=DESCRIPTIONS)
+    return inputs, build_report(inputs, ReportOptions(top_suspects=10, duplicate_groups=5))
+
+
+def test_golden_output(described: tuple[ReportInputs, Report]) -> None:
+    """Visible text of the page and the metrics match tests/golden/ (not the images: their bytes
+    depend on library versions). After a deliberate change, rewrite the files with
+    ``MEMCLEAN_UPDATE_GOLDEN=1 pytest tests/test_report.py -k golden`` and review their diff."""
+    _, report = described
+    text = "\n".join(visible_text(report.html)) + "\n"
+    metrics = json.dumps(report.metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    text_file, metrics_file = GOLDEN / "report_text.txt", GOLDEN / "report_metrics.json"
+    if os.environ.get("MEMCLEAN_UPDATE_GOLDEN") == "1":
+        GOLDEN.mkdir(exist_ok=True)
+        text_file.write_text(text, encoding="utf-8")
+        metrics_file.write_text(metrics, encoding="utf-8")
+    assert text == text_file.read_text(encoding="utf-8")
+    assert json.loads(metrics) == json.loads(metrics_file.read_text(encoding="utf-8"))
+
+
+def test_every_data_string_is_escaped() -> None:
+    inputs = make_inputs(True)
+    m = inputs.manifest.copy()
+    sample = '<script>x</script>&"'  # row 5: the top suspect
+    member = "dup/<i>1</i>'.png"  # row 1: a duplicate-group member
+    quarantined = "bad/<b>q</b>.png"  # row 24: quarantined
+    klass = "<b>zero</b>"
+    detail = "<img src=x onerror=alert(1)>"
+    m.loc[5, "sample_id"], m.loc[1, "sample_id"], m.loc[24, "sample_id"] = sample, member, quarantined
+    m.loc[24, "detail"] = detail
+    classes = [klass, *CLASSES[1:]]
+    m["label_name"] = [classes[int(v)] if pd.notna(v) else None for v in m["label"]]
+    dups = inputs.duplicates.assign(sample_id=inputs.duplicates["sample_id"].replace({"train/1": member}))
+    failure, method, reason, description = "<svg onload=1>", "<u>phash</u>", "<em>why</em>", "<i>loss</i> & a|b"
+    validation = {**inputs.validation, "run": {**inputs.validation["run"], "failures": {"aum": failure}}}
+    validation["gate"] = {**validation["gate"], "reason": reason}
+    evil_inputs = replace(
+        inputs,
+        manifest=m,
+        classes=classes,
+        duplicates=dups,
+        validation=validation,
+        dedup={**inputs.dedup, "method": method},
+        clean={**inputs.clean, "gate": {"passed": True}},
+        scorer_descriptions={"loss": description},
+    )
+    report = build_report(evil_inputs, ReportOptions(top_suspects=10, duplicate_groups=5))
+    page, text = report.html, "\n".join(visible_text(report.html))
+    strings = (sample, member, quarantined, klass, detail, failure, method, reason, description)
+    for value in strings:
+        assert value not in page, value
+        assert str(escape(value)) in page, value
+        assert value in text, value
+    assert f'title="{escape(sample)}"' in page and f'title="{escape(member)}"' in page
+    for value in (sample, member, quarantined, klass, detail, reason, description):  # what the Markdown shows
+        md = html.escape(value, quote=False).replace("|", "\\|")
+        assert md in report.markdown, value
+        assert "<" not in value or value not in report.markdown, value
+
+
+def test_scorer_descriptions_show_in_the_validation_table(
+    passed: tuple[ReportInputs, Report], described: tuple[ReportInputs, Report]
+) -> None:
+    _, report = described
+    section = section_of(report.html, "validation")
+    rows = re.findall(r"<tr>(.*?)</tr>", section.split("<table>")[1].split("</table>")[0], re.S)
+    cells = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in rows]
+    assert cells[0][-1] == "what it measures"
+    assert cells[1][0] == "<b>loss</b>" and cells[1][-1] == DESCRIPTIONS["loss"]
+    assert cells[2][0] == "aum" and cells[2][-1] == ""  # no description: an empty cell
+    assert "not validated here" not in report.html  # a description of a scorer not in the table
+    md = report.markdown
+    assert re.search(r"^\| scorer \| AUROC \| AP \| P@k \| k \| what it measures \|$", md, re.M)
+    assert re.search(rf"^\| loss \(best\) \| .* \| {DESCRIPTIONS['loss']} \|$", md, re.M)
+    assert re.search(r"^\| aum \| 0\.6000 \| 0\.3000 \| 0\.3300 \| 3 \|  \|$", md, re.M)
+    # Without descriptions the column is left out.
+    _, plain = passed
+    assert "what it measures" not in plain.html and "what it measures" not in plain.markdown
+
+
+# --------------------------------------------------------------------------- full ids, provenance, splits, params
+
+
+def table_rows(fragment: str, title: str) -> list[list[str]]:
+    """The cells of the HTML table that follows ``<h3>{title}</h3>`` (header row first)."""
+    table = fragment.split(f"<h3>{title}</h3>")[1].split("</table>")[0]
+    return [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr[^>]*>(.*?)</tr>", table, re.S)]
+
+
+def test_sample_ids_are_shown_in_full() -> None:
+    inputs = make_inputs(True)
+    m = inputs.manifest.copy()
+    long_id = "train/" + "/".join(f"folder_{i:02d}" for i in range(12)) + "/a-very-long-file-name_000001.png"
+    m.loc[5, "sample_id"] = long_id  # the top suspect
+    report = build_report(replace(inputs, manifest=m), ReportOptions(top_suspects=10, duplicate_groups=5))
+    page = report.html
+    assert f'<div class="sid" title="{long_id}">{long_id}</div>' in page
+    css = page.split("<style>")[1].split("</style>")[0]
+    assert "ellipsis" not in css and "text-overflow" not in css and "nowrap" not in css
+    sid_rule = re.search(r"\.tile \.sid \{([^}]*)\}", css)
+    assert sid_rule and "overflow-wrap: anywhere" in sid_rule.group(1) and "overflow: hidden" not in sid_rule.group(1)
+    assert f"| {long_id} |" in report.markdown
+
+
+def test_provenance_shows_source_root_and_commit(passed: tuple[ReportInputs, Report]) -> None:
+    inputs, report = passed
+    expected = [["source", "imagefolder"], ["root", "/data/pets"], ["commit", COMMIT]]
+    assert table_rows(section_of(report.html, "summary"), "Provenance")[1:] == expected
+    for label, value in expected:
+        assert f"| {label} | {value} |" in report.markdown
+    bare = build_report(replace(inputs, source=None, root=None, commit=None))
+    assert table_rows(section_of(bare.html, "summary"), "Provenance")[1:] == [
+        ["source", "n/a"],
+        ["root", "n/a"],
+        ["commit", "n/a"],
+    ]
+    assert "| commit | n/a |" in bare.markdown
+
+
+def expected_split_rows(m: pd.DataFrame) -> dict[str, list[str]]:
+    """Rows, ok, quarantined, kept and dropped per split, counted straight from the manifest."""
+    out = {}
+    for split, part in [*m.groupby("split"), ("total", m)]:
+        keep = part["keep"].astype(bool)
+        counts = [len(part), (part["status"] == "ok").sum(), (part["status"] == "quarantined").sum()]
+        out[str(split)] = [str(int(c)) for c in [*counts, keep.sum(), (~keep).sum()]]
+    return out
+
+
+def test_per_split_counts_match_the_manifest(passed: tuple[ReportInputs, Report]) -> None:
+    inputs, report = passed
+    expected = expected_split_rows(inputs.manifest)
+    assert set(expected) == {"train", "test", "total"}
+    rows = table_rows(section_of(report.html, "summary"), "Rows by split")
+    assert rows[0] == ["split", "rows", "ok", "quarantined", "kept", "dropped"]
+    assert [r[0] for r in rows[1:]] == ["train", "test", "total"]  # training splits first, the total last
+    assert {r[0]: r[1:] for r in rows[1:]} == expected
+    md = report.markdown.split("### Rows by split")[1].split("###")[0]
+    assert "| split | rows | ok | quarantined | kept | dropped |" in md
+    for split, counts in expected.items():
+        assert f"| {split} | {' | '.join(counts)} |" in md, split
+    assert expected["total"] == [
+        str(report.metrics[k]) for k in ("rows", "ok", "quarantined", "kept", "dropped")
+    ]  # the total agrees with the headline numbers
+    # Without a split column every row counts under n/a.
+    nosplit = build_report(ReportInputs(manifest=inputs.manifest.drop(columns=["split"]), classes=CLASSES))
+    rows = table_rows(section_of(nosplit.html, "summary"), "Rows by split")
+    assert [r[0] for r in rows[1:]] == ["n/a", "total"] and rows[1][1:] == rows[2][1:]
+
+
+def test_param_values_show_as_dotted_keys(passed: tuple[ReportInputs, Report]) -> None:
+    _, report = passed
+    section = section_of(report.html, "params")
+    assert section.index("<h3>Digests</h3>") < section.index("<h3>Values</h3>")
+    assert '<span class="mono">iiii</span>' in section  # the digests are still there
+    cells = {
+        name: table_rows(section.replace("<h4>", "<h3>").replace("</h4>", "</h3>"), name)
+        for name in ("ingest", "score", "report")
+    }
+    assert cells["score"][1:] == [
+        ['<span class="mono">score.device</span>', "auto"],
+        ['<span class="mono">score.trainer.epochs</span>', "20"],
+        ['<span class="mono">score.trainer.lr</span>', "0.05"],
+        ['<span class="mono">score.scorers.loss</span>', "{}"],
+        ['<span class="mono">score.scorers.el2n.early</span>', "0.2"],
+    ]
+    assert cells["ingest"][1:] == [
+        ['<span class="mono">ingest.source</span>', "imagefolder"],
+        ['<span class="mono">ingest.root</span>', "/data/pets"],
+        ['<span class="mono">ingest.classes</span>', "null"],
+        ['<span class="mono">ingest.allowed_formats</span>', "[&#34;PNG&#34;, &#34;JPEG&#34;]"],
+    ]
+    assert "<h4>inject</h4>\n<p>n/a</p>" in section
+    md = report.markdown.split("## Parameters")[1]
+    assert md.index("### Digests") < md.index("### Values")
+    for line in (
+        "| score.trainer.epochs | 20 |",
+        "| score.scorers.loss | {} |",
+        "| ingest.classes | null |",
+        '| ingest.allowed_formats | ["PNG", "JPEG"] |',
+        "| report.top_suspects | 10 |",
+    ):
+        assert line in md, line
+    assert "#### inject\n\nn/a\n" in md
+    bare = build_report(replace(make_inputs(True), params={}))
+    assert "<h3>Values</h3>\n<p>n/a</p>" in section_of(bare.html, "params")
+    assert "### Values\n\nn/a\n" in bare.markdown
+
+
+def test_new_strings_are_escaped() -> None:
+    source, root, commit = "<b>src</b>", "/data/<script>x</script>|y", "abc<i>1</i> + uncommitted changes"
+    key, value = "<u>k</u>", "<img src=x onerror=alert(1)>|&"
+    params = {"score": {"trainer": {key: value}}, "<s>sec</s>": {"a": 1}}
+    inputs = replace(make_inputs(True), source=source, root=root, commit=commit, params=params)
+    report = build_report(inputs, ReportOptions(top_suspects=10, duplicate_groups=5))
+    page, text = report.html, "\n".join(visible_text(report.html))
+    for raw in (source, root, commit, f"score.trainer.{key}", value, "<s>sec</s>"):
+        assert raw not in page, raw
+        assert str(escape(raw)) in page, raw
+        assert raw in text, raw
+        md = html.escape(raw, quote=False).replace("|", "\\|")
+        assert md in report.markdown, raw
+        assert "<" not in raw or raw not in report.markdown, raw
+
+
 # --------------------------------------------------------------------------- the stage
 
 
 def write_stage_inputs(work: Path, inputs: ReportInputs) -> None:
+    """What the earlier stages leave for the report (the manifest's metadata names the dataset)."""
     data = work / "data"
+    pixels_digest = array_digest(np.asarray(inputs.pixels))
     write_parquet(
         inputs.manifest,
         data / "clean/manifest.parquet",
         manifest_schema(SCORERS),
-        {"classes": CLASSES, "params_digest": "mmmm"},
+        {
+            "classes": CLASSES,
+            "params_digest": "mmmm",
+            PIXELS_DIGEST_KEY: pixels_digest,
+            "source": "imagefolder",
+            "root": "/data/pets",
+        },
     )
+    defaults = parse_params({})
+    for name in SECTIONS:
+        write_json(defaults.section(name), data / f"interim/params/{name}.json")
     save_npy(np.asarray(inputs.pixels), data / "interim/pixels.npy")
     write_parquet(inputs.duplicates, data / "interim/duplicates.parquet", DUPLICATES_SCHEMA)
     write_json(inputs.validation, data / "reports/validation.json")
-    for name, frame in inputs.roc.items():
-        (data / "reports/roc").mkdir(parents=True, exist_ok=True)
-        frame.to_csv(data / f"reports/roc/{name}.csv", index=False)
+    curves = [frame.assign(scorer=name)[["scorer", "fpr", "tpr"]] for name, frame in inputs.roc.items()]
+    if curves:
+        pd.concat(curves, ignore_index=True).to_csv(data / "reports/roc.csv", index=False)
     write_json(dict(inputs.ingest), data / "reports/ingest.json")
     write_json(dict(inputs.dedup), data / "reports/dedup.json")
     write_json(dict(inputs.score), data / "reports/score.json")
@@ -326,6 +614,7 @@ def write_stage_inputs(work: Path, inputs: ReportInputs) -> None:
 def run_report(work: Path, params: dict) -> subprocess.CompletedProcess:
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'src'}", "MEMCLEAN_PROGRESS": "0"}
+    env["GIT_CEILING_DIRECTORIES"] = str(work.parent)  # `work` is no git checkout, whatever holds it
     env.pop("MEMCLEAN_PARAMS", None)
     return subprocess.run(
         [sys.executable, "-m", "stages.report"], cwd=work, env=env, capture_output=True, text=True, timeout=120
@@ -335,6 +624,7 @@ def run_report(work: Path, params: dict) -> subprocess.CompletedProcess:
 def test_report_stage_writes_the_outputs(tmp_path):
     inputs = make_inputs()
     write_stage_inputs(tmp_path, inputs)
+    (tmp_path / "data/interim/params/inject.json").unlink()
     proc = run_report(tmp_path, {"report": {"top_suspects": 6, "duplicate_groups": 2}})
     assert proc.returncode == 0, proc.stderr
     reports = tmp_path / "data/reports"
@@ -347,6 +637,26 @@ def test_report_stage_writes_the_outputs(tmp_path):
     assert metrics["rows"] == len(inputs.manifest) and metrics["kept"] == int(inputs.manifest["keep"].sum())
     assert metrics["params_digest"]
     assert not [p for p in reports.iterdir() if p.name.endswith(".tmp")]
+
+    # Source and root from the manifest; no git checkout: commit n/a.
+    summary = section_of(page, "summary")
+    for label, value in (("source", "imagefolder"), ("root", "/data/pets"), ("commit", "n/a")):
+        assert f"<tr><td>{label}</td><td>{value}</td></tr>" in summary, label
+        assert f"| {label} | {value} |" in md, label
+    # Every params section from data/interim/params/; the missing one shows n/a, with a warning.
+    params = section_of(page, "params")
+    epochs = parse_params({}).score.trainer.epochs
+    assert f'<span class="mono">score.trainer.epochs</span></td><td>{epochs}</td>' in params
+    assert f"| score.trainer.epochs | {epochs} |" in md
+    assert "<h4>inject</h4>\n<p>n/a</p>" in params and "#### inject\n\nn/a\n" in md
+    assert re.search(r"WARNING .*params/inject\.json not found", proc.stderr), proc.stderr
+    assert all(f"<h4>{name}</h4>" in params for name in SECTIONS)
+
+    # Same inputs, same bytes: no timestamp or wall-clock figure in the page or the Markdown.
+    first = {name: (reports / name).read_bytes() for name in ("audit.html", "audit.md", "metrics.json")}
+    again = run_report(tmp_path, {"report": {"top_suspects": 6, "duplicate_groups": 2}})
+    assert again.returncode == 0, again.stderr
+    assert {name: (reports / name).read_bytes() for name in first} == first
 
 
 def test_report_stage_errors_are_one_line(tmp_path):
@@ -362,4 +672,47 @@ def test_report_stage_errors_are_one_line(tmp_path):
 
     write_stage_inputs(tmp_path, inputs)
     proc = run_report(tmp_path, {"report": {"top_suspect": 6}})
-    assert proc.returncode == 1 and "unknown report params" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 1 and "report.top_suspect: unknown key" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def report_stage(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    """``stages.report`` imported in this process, run from ``tmp_path`` (no git checkout above it)."""
+    monkeypatch.syspath_prepend(str(REPO))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
+    return importlib.import_module("stages.report")
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_git_commit_of_the_project_folder(report_stage, tmp_path: Path) -> None:
+    assert report_stage.git_commit() is None  # not a repository
+    git = ["git", "-c", "user.email=ci@example.invalid", "-c", "user.name=ci", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    assert report_stage.git_commit() is None  # no commit yet
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src/code.py").write_text("x = 1\n")
+    (tmp_path / "dvc.lock").write_text("a\n")
+    subprocess.run([*git, "add", "-A"], check=True)
+    subprocess.run([*git, "commit", "-qm", "one"], check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert report_stage.git_commit() == head
+    (tmp_path / "dvc.lock").write_text("b\n")  # rewritten by dvc repro: not a source change
+    (tmp_path / "src/new.py").write_text("")  # untracked
+    assert report_stage.git_commit() == head
+    (tmp_path / "src/code.py").write_text("x = 2\n")
+    assert report_stage.git_commit() == f"{head} + uncommitted changes"
+
+
+def test_git_commit_without_git(report_stage, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    with caplog.at_level("WARNING"):
+        assert report_stage.git_commit() is None
+    assert "the report's commit shows n/a" in caplog.text
+
+
+def test_dataset_origin_takes_each_key_from_the_first_record_that_has_it(report_stage) -> None:
+    origin = report_stage.dataset_origin
+    assert origin({"root": "/a"}, {"source": "idx", "root": "/b"}) == {"source": "idx", "root": "/a"}
+    assert origin({"source": "digits", "root": None}, {}) == {"source": "digits", "root": None}
+    assert origin() == {"source": None, "root": None}

@@ -8,11 +8,20 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from memclean.errors import MemcleanError
-from memclean.scores import Scorer, ScoreResult, available, combined_rank, create, register, score_dataset
+from memclean.scores import Scorer, ScoreResult, available, combined_rank, create, score_dataset
+from memclean.scores.base import _REGISTRY
 from memclean.scores.curvature import curvature_pass, input_gradient
 from memclean.train import ProxyCNN, TrainConfig, select_device, train
 
-ALL = {"learning_speed": {}, "aum": {}, "forgetting": {}, "el2n": {}, "loss": {}, "curvature": {"every": 2, "n_probes": 8}, "combined": {}}
+ALL = {
+    "learning_speed": {},
+    "aum": {},
+    "forgetting": {},
+    "el2n": {},
+    "loss": {},
+    "curvature": {"every": 2, "n_probes": 8},
+    "combined": {},
+}
 CPU = torch.device("cpu")
 
 
@@ -44,7 +53,7 @@ def test_registry_lists_scorers_and_merges_defaults():
     assert {"curvature", "learning_speed", "aum", "forgetting", "el2n", "loss"} <= set(available())
     sc = create("curvature", {"n_probes": 3})
     assert sc.params["n_probes"] == 3 and sc.params["h"] == 1e-3
-    with pytest.raises(MemcleanError, match="unknown params"):
+    with pytest.raises(MemcleanError, match="unknown key"):
         create("curvature", {"probes": 3})
     with pytest.raises(MemcleanError, match="unknown scorer"):
         create("nope")
@@ -102,6 +111,7 @@ def test_bf16_autocast_path_on_cpu():
 
 class _Exploding(Scorer):
     name = "test_exploding"
+    description = "raises at every checkpoint"
 
     def on_checkpoint(self, cp):
         raise RuntimeError("boom")
@@ -112,6 +122,7 @@ class _Exploding(Scorer):
 
 class _NaNs(Scorer):
     name = "test_nans"
+    description = "a few non-finite scores"
 
     def on_checkpoint(self, cp):
         self.n = len(cp.logits)
@@ -123,12 +134,22 @@ class _NaNs(Scorer):
         return ScoreResult(s)
 
 
-for _cls in (_Exploding, _NaNs):
-    if _cls.name not in available():
-        register(_cls)
+class _AllNaN(_NaNs):
+    name = "test_all_nan"
+    description = "no finite score at all"
+
+    def result(self):
+        return ScoreResult(np.full(self.n, np.nan))
 
 
-def test_a_failing_scorer_is_reported_not_fatal():
+@pytest.fixture
+def test_scorers(monkeypatch):
+    """Register the scorers above for one test only (the registry is global)."""
+    for cls in (_Exploding, _NaNs, _AllNaN):
+        monkeypatch.setitem(_REGISTRY, cls.name, cls)
+
+
+def test_a_failing_scorer_is_reported_not_fatal(test_scorers):
     x, _, noisy, _ = toy(n_per_class=10, flips=2)
     cfg = TrainConfig(epochs=2, batch_size=16, width=8)
     out = score_dataset(x, noisy, 4, {"test_exploding": {}, "aum": {}, "test_nans": {}}, cfg, CPU)
@@ -138,6 +159,15 @@ def test_a_failing_scorer_is_reported_not_fatal():
     assert out.scores["test_nans_score"].isna().sum() == 4
     with pytest.raises(MemcleanError, match="every scorer failed"):
         score_dataset(x, noisy, 4, {"test_exploding": {}}, cfg, CPU)
+
+
+def test_an_all_nan_scorer_is_a_failed_scorer(test_scorers):
+    x, _, noisy, _ = toy(n_per_class=10, flips=2)
+    out = score_dataset(
+        x, noisy, 4, {"test_all_nan": {}, "aum": {}}, TrainConfig(epochs=2, batch_size=16, width=8), CPU
+    )
+    assert out.failures["test_all_nan"] == "no finite score for any sample"
+    assert "test_all_nan_score" not in out.scores and "aum_score" in out.scores
 
 
 def test_combined_rank_averages_ranks():
@@ -171,8 +201,10 @@ def test_train_validates_inputs():
         train(x, np.array([0, 1, 2, 5]), 3, TrainConfig(epochs=1), CPU)
     with pytest.raises(MemcleanError, match="4 images but 3 labels"):
         train(x, np.array([0, 1, 2]), 3, TrainConfig(epochs=1), CPU)
-    with pytest.raises(MemcleanError, match="unknown trainer params"):
+    with pytest.raises(MemcleanError, match="score.trainer.epoch: unknown key"):
         TrainConfig.from_params({"epoch": 3})
+    with pytest.raises(MemcleanError, match="score.trainer.epochs: Input should be greater than or equal to 1"):
+        TrainConfig.from_params({"epochs": 0})
     assert select_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
         with pytest.raises(MemcleanError, match="no CUDA"):

@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import encode, pattern
 
+from conftest import encode, pattern
 from memclean.errors import MemcleanError
 from memclean.ingest import ingest
 from memclean.sources import list_digits, list_hf_parquet, list_idx, list_manifest, list_source
@@ -74,8 +74,17 @@ def test_manifest_policies(manifest_root, tmp_path):
     s = result.samples
     assert len(s) == len(rows)
     assert list(s["reason"].fillna("ok")) == [
-        "ok", "ok", "ok", "path_escape", "path_escape", "ok",
-        "duplicate_path", "duplicate_path", "missing", "unknown_label", "unknown_label",
+        "ok",
+        "ok",
+        "ok",
+        "path_escape",
+        "path_escape",
+        "ok",
+        "duplicate_path",
+        "duplicate_path",
+        "missing",
+        "unknown_label",
+        "unknown_label",
     ]
     assert s["sample_id"].is_unique
     assert s.loc[5, "sample_id"] == "imgs/3.png"  # absolute inside the root becomes relative
@@ -97,7 +106,7 @@ def test_manifest_mixed_sizes_are_resized(manifest_root, tmp_path):
     rows = [{"path": f"imgs/{i}.png", "label": "a"} for i in range(4)] + [{"path": "imgs/mixed size.png", "label": "b"}]
     result = ingest(list_manifest(write_manifest(root, rows)), tmp_path / "p.npy")
     assert result.image_size == (8, 8) and result.resized == 1
-    assert np.load(tmp_path / "p.npy").shape == (5, 3, 8, 8)
+    assert result.pixels.shape == (5, 3, 8, 8)
 
 
 def test_manifest_errors_are_clear(manifest_root, tmp_path):
@@ -115,9 +124,9 @@ def test_manifest_errors_are_clear(manifest_root, tmp_path):
 # --------------------------------------------------------------------------- idx
 
 
-def write_idx(path, array):
+def write_idx(path, array, compress=True):
     header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    with gzip.open(path, "wb") as fh:
+    with (gzip.open if compress else open)(path, "wb") as fh:
         fh.write(header + array.astype(np.uint8).tobytes())
 
 
@@ -139,7 +148,7 @@ def test_idx_reads_both_splits(idx_root, tmp_path):
     assert [i.sample_id for i in listing.items][-1] == "test/2"
     result = ingest(listing, tmp_path / "p.npy")
     assert (result.samples["status"] == "ok").all()
-    assert np.load(tmp_path / "p.npy").shape == (9, 1, 5, 5)
+    assert result.pixels.shape == (9, 1, 5, 5)
 
 
 def test_idx_label_outside_classes_and_truncation(idx_root):
@@ -195,7 +204,9 @@ def test_hf_parquet_with_class_metadata_and_bad_rows(tmp_path):
 def test_hf_parquet_image_column_and_huggingface_features(tmp_path):
     path = tmp_path / "data.parquet"
     hf_meta = {"info": {"features": {"label": {"names": ["cat", "dog"], "_type": "ClassLabel"}}}}
-    write_hf(path, [encode(pattern(8, 8, seed=1))] * 2, [1, 0], column="image", metadata={"huggingface": json.dumps(hf_meta)})
+    write_hf(
+        path, [encode(pattern(8, 8, seed=1))] * 2, [1, 0], column="image", metadata={"huggingface": json.dumps(hf_meta)}
+    )
     listing = list_hf_parquet(path)
     assert listing.classes == ["cat", "dog"]
     assert [i.split for i in listing.items] == ["data", "data"]

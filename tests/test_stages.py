@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
-from conftest import REPO
 
+from conftest import REPO
 from memclean.io import read_metadata
 
 
@@ -57,11 +57,31 @@ def test_bad_params_are_one_line_errors(tmp_path):
     work.mkdir()
     cases = [
         ({"ingest": {"source": "imagefolder", "root": str(tmp_path / "nope")}}, "is not a directory"),
-        ({"ingest": {"source": "digits", "image_size": "huge"}}, "ingest.image_size must be"),
-        ({"ingest": {"source": "digits", "chanels": 3}}, "unknown ingest params"),
+        ({"ingest": {"source": "digits", "image_size": "huge"}}, "ingest.image_size: must be"),
+        ({"ingest": {"source": "digits", "chanels": 3}}, "ingest.chanels: unknown key"),
     ]
     for params, message in cases:
         proc = run_stage("ingest", work, params)
         assert proc.returncode == 1 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     proc = run_stage("dedup", work, {"dedup": {"hash": "md5"}})
-    assert proc.returncode == 1 and "dedup.hash must be one of" in proc.stderr
+    assert proc.returncode == 1 and "dedup.hash: Input should be 'phash', 'dhash'" in proc.stderr
+
+
+def test_a_failed_ingest_keeps_the_previous_pair_and_stages_refuse_a_mixed_pair(tmp_path, messy_folder):
+    work = tmp_path / "work"
+    work.mkdir()
+    ok = {"ingest": {"source": "imagefolder", "root": str(messy_folder), "max_quarantine_fraction": 0.5}}
+    assert run_stage("ingest", work, ok).returncode == 0
+    interim = work / "data/interim"
+    before = {p.name: p.read_bytes() for p in interim.iterdir()}
+    failed = run_stage("ingest", work, {"ingest": {**ok["ingest"], "max_quarantine_fraction": 0.01}})
+    assert failed.returncode == 1 and "quarantined" in failed.stderr
+    assert {p.name: p.read_bytes() for p in interim.iterdir()} == before  # same pair, no temporaries
+
+    import numpy as np
+
+    pixels = np.load(interim / "pixels.npy")
+    np.save(interim / "pixels.npy", pixels[::-1].copy())  # same shape, other images: not this ingest's pixels
+    mixed = run_stage("dedup", work, ok)
+    assert mixed.returncode == 1 and "Traceback" not in mixed.stderr
+    assert "samples.parquet and pixels.npy are from different ingest runs" in mixed.stderr.strip().splitlines()[-1]

@@ -2,7 +2,10 @@
 
 ``run`` and ``report`` drive the DVC pipeline of the project folder they are
 given (``--repo``, default the current folder) through ``python -m dvc``, so
-``dvc.lock`` stays the record; ``show`` and ``export`` work on the artifacts.
+``dvc.lock`` stays the record; the params file is validated (and ``--set``
+overrides applied) before any stage runs. ``show`` and ``export`` work on the
+artifacts; ``params`` documents every parameter. Only the library is imported:
+the command works from an installed package.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from typing import Annotated
 import pandas as pd
 import typer
 
+from memclean import project
 from memclean.errors import MemcleanError
+from memclean.options import load_params, params_markdown
+from memclean.paramsfile import apply_overrides, parse_override
+from memclean.summary import CleanCounts, RunSummary
 
 app = typer.Typer(
     help="memclean: find mislabeled, atypical and duplicated images and hand training a cleaned dataset.",
@@ -35,12 +42,44 @@ def _run(args: list[str], repo: Path) -> None:
         raise typer.Exit(proc.returncode)
 
 
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"memclean: error: {message}", err=True)
+    return typer.Exit(2)
+
+
 def _check_repo(repo: Path) -> Path:
+    """The project folder, with its params file validated (one-line error otherwise)."""
     repo = repo.resolve()
     if not (repo / "dvc.yaml").exists() or not (repo / "params.yaml").exists():
-        typer.echo(f"error: {repo} has no dvc.yaml/params.yaml; pass --repo with the project folder", err=True)
-        raise typer.Exit(2)
+        raise _fail(f"{repo} has no dvc.yaml/params.yaml; pass --repo with the project folder")
+    try:
+        load_params(repo / "params.yaml")
+    except MemcleanError as exc:
+        raise _fail(f"{exc} (nothing was run)") from None
     return repo
+
+
+def _apply(repo: Path, sets: list[str]) -> None:
+    """Apply ``--set`` overrides to the project's params.yaml (validated first; nothing written on error)."""
+    path = repo / "params.yaml"
+    try:
+        before = load_params(path)
+        apply_overrides(path, sets)
+        after = load_params(path)
+    except MemcleanError as exc:
+        raise _fail(f"{exc} (params.yaml unchanged, nothing was run)") from None
+    for item in sets:
+        keys = parse_override(item)[0]
+        typer.echo(f"{'.'.join(keys)}: {_lookup(before, keys)!r} -> {_lookup(after, keys)!r}")
+
+
+def _lookup(params: object, keys: tuple[str, ...]) -> object:
+    node: object = {k: params.section(k) for k in keys[:1]}  # type: ignore[attr-defined]
+    for part in keys:
+        if not isinstance(node, dict) or part not in node:
+            return "<default>"
+        node = node[part]
+    return node
 
 
 @app.command()
@@ -55,12 +94,42 @@ def run(
     """Run the whole pipeline (dvc repro) and print the summary."""
     repo = _check_repo(repo)
     if set_:
-        args = [sys.executable, "-m", "stages.params"]
-        for item in set_:
-            args += ["--set", item]
-        _run(args, repo)
+        _apply(repo, set_)
     _run([sys.executable, "-m", "dvc", "repro", *(["--force"] if force else [])], repo)
-    _run([sys.executable, "-m", "stages.summary"], repo)
+    typer.echo(RunSummary.from_dir(repo / project.REPORTS).text())
+    typer.echo(f"\nmanifest: {repo / project.MANIFEST}\nreport:   {repo / project.AUDIT_HTML}")
+
+
+@app.command("set")
+def set_params(
+    items: Annotated[list[str], typer.Argument(help="overrides section.key=value, e.g. score.trainer.epochs=5")],
+    repo: Repo = Path("."),
+) -> None:
+    """Change params.yaml values (validated; comments and layout kept) without running anything."""
+    _apply(_check_repo(repo), items)
+
+
+@app.command()
+def params(
+    check: Annotated[
+        Path | None, typer.Option(help="validate this params file instead of listing the defaults")
+    ] = None,
+) -> None:
+    """List every parameter with its default and meaning, or validate a params file."""
+    if check is not None:
+        try:
+            load_params(check)
+        except MemcleanError as exc:
+            raise _fail(str(exc)) from None
+        typer.echo(f"{check}: valid")
+        return
+    typer.echo(params_markdown())
+
+
+@app.command()
+def summary(repo: Repo = Path(".")) -> None:
+    """Print the summary of the last run (counts, validation, gate, drops)."""
+    typer.echo(RunSummary.from_dir(repo.resolve() / project.REPORTS).text())
 
 
 @app.command()
@@ -78,15 +147,14 @@ def show(
 ) -> None:
     """Summarise a clean manifest: counts by decision and reason, top suspects."""
     if not manifest.exists():
-        typer.echo(f"error: {manifest} not found (run `memclean run` first)", err=True)
-        raise typer.Exit(2)
+        raise _fail(f"{manifest} not found (run `memclean run` first)")
     m = pd.read_parquet(manifest)
-    typer.echo(f"{manifest}: {len(m)} rows, {int(m['keep'].sum())} kept, {int((~m['keep']).sum())} dropped")
-    reasons = m.loc[~m["keep"], "drop_reason"].value_counts()
-    for reason, count in reasons.items():
-        typer.echo(f"  {reason:<24}{count:>8}")
-    if "suspected" in m:
-        typer.echo(f"  suspected (score above threshold): {int(m['suspected'].sum())}")
+    reports = manifest.resolve().parents[1] / "reports"
+    summary = RunSummary.from_dir(reports) if (reports / "clean.json").is_file() else RunSummary()
+    if summary.clean is None or summary.clean.rows != len(m):  # a manifest away from its reports
+        summary = RunSummary(clean=CleanCounts.from_manifest(m))
+    typer.echo(f"{manifest}:")
+    typer.echo(summary.text())
     score_cols = [c for c in m.columns if c.endswith("_score")]
     if score_cols and top > 0:
         col = "combined_score" if "combined_score" in score_cols else score_cols[0]
@@ -110,8 +178,7 @@ def export(
         m = pd.read_parquet(manifest)
         info = export_kept(m, load_pixels(pixels), list(read_metadata(manifest).get("classes") or []), out, fmt)
     except (MemcleanError, FileNotFoundError) as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise _fail(str(exc)) from None
     typer.echo(f"exported {info['samples']} samples ({fmt}) to {out}")
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-
 from dataclasses import dataclass
 from math import comb
 from typing import Any
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 HASH_METHODS = ("phash", "dhash", "whash", "average_hash")
 HASH_BITS = 64
 _ANTIALIAS = Image.Resampling.LANCZOS
-
 
 
 # --------------------------------------------------------------------------- hashing
@@ -247,13 +245,13 @@ def radius_pairs(hashes: np.ndarray, radius: int, max_candidates: int = 8_000_00
             starts = np.cumsum(counts) - counts
 
             def bucket(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                return starts[q], counts[q]
+                return starts[q], counts[q]  # noqa: B023 (called within this iteration)
         else:
             sv = v[order]
 
             def bucket(q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-                lo = np.searchsorted(sv, q, "left")
-                return lo, np.searchsorted(sv, q, "right") - lo
+                lo = np.searchsorted(sv, q, "left")  # noqa: B023 (called within this iteration)
+                return lo, np.searchsorted(sv, q, "right") - lo  # noqa: B023
 
         for mask in _flip_masks(width, s):
             if mask == 0:
@@ -339,7 +337,7 @@ def find_duplicates(
 
     # Exact pairs: chain each set of identical digests.
     digest = ok["pixel_sha256"].to_numpy()
-    codes, uniq = pd.factorize(digest)
+    codes, _ = pd.factorize(digest)
     order = np.argsort(codes, kind="stable")
     same = codes[order][1:] == codes[order][:-1]
     exact_pairs = np.stack([order[:-1][same], order[1:][same]], axis=1) if n > 1 else np.empty((0, 2), np.int64)
@@ -370,7 +368,9 @@ def find_duplicates(
     digest_count = frame.groupby(["group_id", "pixel_sha256"])["sample_id"].transform("size")
     frame["kind"] = np.where(digest_count > 1, "exact", "near")
     labels = frame["label"].astype("Int64")
-    frame["label_conflict"] = labels.groupby(frame["group_id"]).transform(lambda s: s.nunique(dropna=False) > 1).astype(bool)
+    frame["label_conflict"] = (
+        labels.groupby(frame["group_id"]).transform(lambda s: s.nunique(dropna=False) > 1).astype(bool)
+    )
     frame["cross_split"] = frame.groupby("group_id")["split"].transform("nunique").gt(1)
     frame = frame[DUPLICATES_SCHEMA.names].sort_values(["group_id", "distance", "sample_id"], kind="stable")
     frame = frame.reset_index(drop=True)
@@ -382,12 +382,12 @@ def find_duplicates(
         "max_distance": int(max_distance),
         "images": int(n),
         "flat_excluded": int(flat.sum()),
-        "exact_pairs": int(len(exact_pairs)),
-        "near_pairs": int(len(near_pairs)),
+        "exact_pairs": len(exact_pairs),
+        "near_pairs": len(near_pairs),
         "groups": int(frame["group_id"].nunique()),
         "exact_groups": int(all_exact.sum()),
         "near_groups": int((~all_exact).sum()),
-        "samples_in_groups": int(len(frame)),
+        "samples_in_groups": len(frame),
         "label_conflict_groups": int(groups["label_conflict"].first().sum()),
         "cross_split_groups": int(groups["cross_split"].first().sum()),
     }

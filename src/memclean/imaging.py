@@ -125,7 +125,7 @@ def read_header(
     w, h = img.size
     try:
         orientation = img.getexif().get(0x0112, 1)
-    except Exception:  # noqa: BLE001 - a broken EXIF block must not quarantine the image
+    except Exception:
         orientation = 1
     if orientation in (5, 6, 7, 8):
         w, h = h, w
@@ -166,7 +166,7 @@ def decode(
         img = ImageOps.exif_transpose(img)
     except DecodeError:
         raise
-    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes a reason code
+    except Exception as exc:
         raise DecodeError(_classify(exc), f"decode: {exc}") from None
     return Decoded(_normalise(img, alpha_background), orig_mode, fmt)
 

@@ -3,17 +3,23 @@
 Every input row comes out as one row of the samples table: ``ok`` rows point at
 their slice of the ``N×C×H×W`` uint8 pixel array (``row``), quarantined rows
 carry a reason code and a human-readable ``detail``. Nothing is dropped.
+
+:func:`ingest` only *stages* the pixel array; the caller checks the result and
+then publishes the samples table and the pixels together
+(:meth:`IngestResult.publish`), so a failed check never leaves new pixels beside
+old samples.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -21,8 +27,8 @@ from PIL import Image
 
 from memclean import imaging
 from memclean.errors import MemcleanError, QuarantineLimitError
+from memclean.io import StagedArray, publish_pair
 from memclean.progress import Progress, no_progress
-from memclean.io import AtomicNpyWriter
 from memclean.schema import SAMPLES_SCHEMA, Reason, Status
 from memclean.sources import Item, Listing
 
@@ -59,7 +65,16 @@ class IngestOptions:
 
 @dataclass
 class IngestResult:
-    """The samples table, the size the pixels were stored at, and counts."""
+    """The samples table, the staged pixel array, the size it was stored at, and counts.
+
+    Nothing is published yet: check the result (:func:`check_quarantine`), then
+    :meth:`publish` the samples table and the pixels together. Use it as a
+    context manager so the staged pixels are removed when anything fails first::
+
+        with ingest(listing, pixels_path, options) as result:
+            check_quarantine(result, max_fraction)
+            result.publish(samples_path, metadata={"params_digest": digest})
+    """
 
     samples: pd.DataFrame
     classes: list[str]
@@ -67,14 +82,57 @@ class IngestResult:
     channels: int
     resized: int
     notes: dict[str, Any]
+    staged: StagedArray = field(repr=False)
 
     @property
     def quarantined(self) -> int:
         return int((self.samples["status"] == Status.QUARANTINED).sum())
 
+    @property
+    def pixels(self) -> np.ndarray:
+        """The ``N×C×H×W`` uint8 pixels (read-only), before and after :meth:`publish`."""
+        view = self.staged.array.view(np.ndarray)
+        view.flags.writeable = False
+        return view
+
+    @property
+    def pixels_path(self) -> Path:
+        """Where :meth:`publish` puts the pixel array."""
+        return self.staged.target
+
     def reason_counts(self) -> dict[str, int]:
         counts = self.samples.loc[self.samples["status"] == Status.QUARANTINED, "reason"].value_counts()
         return {str(k): int(v) for k, v in counts.sort_index().items()}
+
+    def publish(self, samples_path: str | os.PathLike[str], metadata: Mapping[str, Any] | None = None) -> str:
+        """Write ``samples_path`` and publish the pixels to :attr:`pixels_path`, as one pair.
+
+        Parameters
+        ----------
+        samples_path
+            Where the samples table goes.
+        metadata
+            More schema metadata (``params_digest``, ``source``...). ``classes``,
+            ``image_size``, ``channels`` and ``pixels_digest`` are added.
+
+        Returns
+        -------
+        str
+            The pixel digest stored as ``pixels_digest``; :func:`memclean.io.load_pair`
+            checks it.
+        """
+        meta = {"classes": self.classes, "image_size": list(self.image_size), "channels": self.channels}
+        return publish_pair(self.samples, samples_path, self.staged, {**meta, **(metadata or {})})
+
+    def discard(self) -> None:
+        """Remove the staged pixels unless they were published."""
+        self.staged.discard()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 def parse_image_size(value: Any) -> tuple[int, int] | None:
@@ -90,6 +148,14 @@ def parse_image_size(value: Any) -> tuple[int, int] | None:
 
 def _bytes(item: Item) -> bytes:
     return item.read() if item.read else b""
+
+
+def _read_header(item: Item, opts: IngestOptions) -> imaging.ImageHeader:
+    return imaging.read_header(_bytes(item), opts.max_image_pixels, opts.allowed_formats)
+
+
+def _decode(item: Item, opts: IngestOptions) -> Any:
+    return imaging.decode(_bytes(item), opts.max_image_pixels, opts.allowed_formats, opts.alpha_background)
 
 
 def _guarded(item: Item, fn: Callable[[], T]) -> tuple[T | None, dict[str, Any] | None]:
@@ -121,14 +187,16 @@ def ingest(
     options: IngestOptions | None = None,
     progress: Progress | None = None,
 ) -> IngestResult:
-    """Decode every item, write ``pixels_path`` atomically and return the samples table.
+    """Decode every item into a pixel array staged beside ``pixels_path``; publish nothing.
 
     Parameters
     ----------
     listing
         Rows from one of the readers in :mod:`memclean.sources`.
     pixels_path
-        Where the ``N×C×H×W`` uint8 array of the readable rows is written.
+        Where :meth:`IngestResult.publish` will put the ``N×C×H×W`` uint8 array
+        of the readable rows. Until then the array is a temporary file in the
+        same folder, preallocated (a full disk fails here, with one line).
     options
         Decoding settings.
     progress
@@ -137,7 +205,13 @@ def ingest(
     Returns
     -------
     IngestResult
-        One row per input item, in the listing's order.
+        One row per input item, in the listing's order, and the staged pixels.
+
+    Raises
+    ------
+    MemcleanError
+        When nothing is readable, a ``sample_id`` repeats, or the array would
+        not fit on the disk.
     """
     opts = options or IngestOptions()
     wrap = progress or no_progress
@@ -154,9 +228,7 @@ def ingest(
         if item.array is not None:
             headers[idx] = (item.array.shape[0], item.array.shape[1], item.array.ndim == 2)
             continue
-        head, rows[idx] = _guarded(
-            item, lambda it=item: imaging.read_header(_bytes(it), opts.max_image_pixels, opts.allowed_formats)
-        )
+        head, rows[idx] = _guarded(item, functools.partial(_read_header, item, opts))
         if head is not None:
             headers[idx] = (head.height, head.width, head.mode in imaging.GREY_MODES)
 
@@ -174,10 +246,8 @@ def ingest(
     resized = 0
     candidates = sorted(headers)
     next_row = 0
-    staging_path = Path(pixels_path).with_name(Path(pixels_path).name + ".staging")
-    with AtomicNpyWriter(staging_path, (len(candidates), channels, height, width)) as staging:
-        buf = staging.array
-        assert buf is not None
+    staged = StagedArray(pixels_path, (len(candidates), channels, height, width))
+    try:
         for idx in wrap(candidates, "decode", len(candidates)):
             item = items[idx]
             if item.array is not None:
@@ -186,9 +256,7 @@ def ingest(
             else:
                 dec, rows[idx] = _guarded(
                     item,
-                    lambda it=item: imaging.decode(
-                        _bytes(it), opts.max_image_pixels, opts.allowed_formats, opts.alpha_background
-                    ),
+                    functools.partial(_decode, item, opts),
                 )
                 if dec is None:
                     continue
@@ -198,7 +266,7 @@ def ingest(
             if (h0, w0) != (height, width):
                 resized += 1
                 hwc = imaging.resize(hwc, height, width)
-            buf[next_row] = hwc.transpose(2, 0, 1)
+            staged.array[next_row] = hwc.transpose(2, 0, 1)
             rows[idx] = {
                 "sample_id": item.sample_id,
                 "source": item.source,
@@ -215,14 +283,31 @@ def ingest(
                 "row": next_row,
             }
             next_row += 1
-    if next_row == 0:
-        staging_path.unlink(missing_ok=True)
-        raise MemcleanError(_nothing_readable(rows))
-    _publish(staging_path, Path(pixels_path), next_row)
-
-    frame = pd.DataFrame([r for r in rows if r is not None], columns=SAMPLES_SCHEMA.names)
+        if next_row == 0:
+            raise MemcleanError(_nothing_readable(rows))
+        if next_row < len(candidates):
+            staged.truncate(next_row)
+        frame = _samples_frame(rows, listing.classes)
+    except BaseException:
+        staged.discard()
+        raise
     assert len(frame) == len(items), "every input item must produce one row"
-    names = listing.classes
+    log.info(
+        "ingested %d rows: %d ok, %d quarantined; stored at %dx%dx%d (%d resized)",
+        len(frame),
+        next_row,
+        len(frame) - next_row,
+        channels,
+        height,
+        width,
+        resized,
+    )
+    return IngestResult(frame, list(listing.classes), (height, width), channels, resized, dict(listing.notes), staged)
+
+
+def _samples_frame(rows: Sequence[dict[str, Any] | None], names: Sequence[str]) -> pd.DataFrame:
+    """The samples table from the per-item rows, typed per the schema."""
+    frame = pd.DataFrame([r for r in rows if r is not None], columns=SAMPLES_SCHEMA.names)
     frame["label_name"] = [names[int(v)] if pd.notna(v) and 0 <= int(v) < len(names) else None for v in frame["label"]]
     frame["label"] = frame["label"].astype("Int32")
     frame["row"] = frame["row"].astype("Int64")
@@ -232,28 +317,7 @@ def ingest(
     if frame["sample_id"].duplicated().any():
         dup = frame.loc[frame["sample_id"].duplicated(), "sample_id"].iloc[0]
         raise MemcleanError(f"sample_id {dup!r} is not unique")
-    log.info(
-        "ingested %d rows: %d ok, %d quarantined; stored at %dx%dx%d (%d resized)",
-        len(frame), next_row, len(frame) - next_row, channels, height, width, resized,
-    )
-    return IngestResult(frame, list(names), (height, width), channels, resized, dict(listing.notes))
-
-
-def _publish(staging_path: Path, target: Path, n_rows: int) -> None:
-    """Move the staged array to ``target``, trimmed to the rows that decoded."""
-    staged = np.load(staging_path, mmap_mode="r")
-    try:
-        if len(staged) == n_rows:
-            del staged
-            os.replace(staging_path, target)
-            return
-        with AtomicNpyWriter(target, (n_rows, *staged.shape[1:])) as out:
-            assert out.array is not None
-            for start in range(0, n_rows, 4096):
-                stop = min(start + 4096, n_rows)
-                out.array[start:stop] = staged[start:stop]
-    finally:
-        staging_path.unlink(missing_ok=True)
+    return frame
 
 
 def _nothing_readable(rows: Sequence[dict[str, Any] | None]) -> str:

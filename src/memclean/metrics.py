@@ -42,7 +42,7 @@ def detection_metrics(is_positive: np.ndarray, scores: np.ndarray) -> dict[str, 
         "ap": float(average_precision_score(y, s)),
         "precision_at_k": precision_at_k(y, s, k),
         "k": k,
-        "n": int(len(y)),
+        "n": len(y),
     }
 
 

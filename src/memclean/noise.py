@@ -58,7 +58,7 @@ def inject(
     rng = np.random.default_rng(seed)
     noisy = y.copy()
     if kind == "symmetric":
-        k = int(round(rate * len(y)))
+        k = round(rate * len(y))
         idx = rng.choice(len(y), size=k, replace=False)
         offset = rng.integers(1, num_classes, size=k)  # 1..K-1: never the true label
         noisy[idx] = (y[idx] + offset) % num_classes
@@ -68,9 +68,11 @@ def inject(
         if not (0 <= a < num_classes and 0 <= b < num_classes) or a == b:
             raise MemcleanError(f"invalid asymmetric pair {a} -> {b} for {num_classes} classes")
     eligible = np.nonzero(np.isin(y, list(mapping)))[0]
-    k = int(round(rate * len(y)))
+    k = round(rate * len(y))
     if k > len(eligible):
-        raise MemcleanError(f"asymmetric noise: {k} flips requested but only {len(eligible)} samples have a target class")
+        raise MemcleanError(
+            f"asymmetric noise: {k} flips requested but only {len(eligible)} samples have a target class"
+        )
     idx = rng.choice(eligible, size=k, replace=False)
     noisy[idx] = np.array([mapping[int(c)] for c in y[idx]], dtype=np.int64)
     return noisy

@@ -8,7 +8,8 @@ Every input row comes out with ``keep`` and, when not kept, one
 3. ``split_leak`` — members of a group that also reaches a held-out split
    (``test``/``val``/…) and that are not themselves held-out;
 4. ``exact_duplicate`` — every copy but the first of a set of identical images;
-5. ``nonfinite_score`` — the chosen scorer gave no finite score;
+5. ``nonfinite_score`` — the chosen scorer gave no finite score (only when the
+   validation gate passed: a failed scorer decides nothing);
 6. ``suspected_label_error`` — the chosen score is at or above the threshold
    set on the injected noise, for at most ``max_drop_fraction`` of the ok rows
    (highest scores first); with ``score_action="flag"`` these rows are kept and
@@ -27,66 +28,38 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import precision_recall_curve
 
 from memclean.errors import MemcleanError
+from memclean.options import CleanParams
 from memclean.schema import HELDOUT_SPLITS, Reason, Status
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class CleanPolicy:
-    """The ``clean`` params.
-
-    Attributes
-    ----------
-    score_action
-        ``drop`` or ``flag``.
-    target_precision
-        The score threshold is the lowest one whose precision on the injected
-        flips reaches this value.
-    max_drop_fraction
-        Cap on rows dropped by score, as a fraction of the ok rows.
-    drop_exact_duplicates, drop_conflicting_duplicates, drop_split_leaks
-        Switch the duplicate rules on or off.
-    """
-
-    score_action: str = "drop"
-    target_precision: float = 0.9
-    max_drop_fraction: float = 0.05
-    drop_exact_duplicates: bool = True
-    drop_conflicting_duplicates: bool = True
-    drop_split_leaks: bool = True
-
-    def __post_init__(self) -> None:
-        if self.score_action not in ("drop", "flag"):
-            raise MemcleanError(f"clean.score_action must be drop or flag; got {self.score_action!r}")
-        if not 0.0 < self.target_precision <= 1.0:
-            raise MemcleanError(f"clean.target_precision must be in (0, 1]; got {self.target_precision}")
-        if not 0.0 <= self.max_drop_fraction <= 1.0:
-            raise MemcleanError(f"clean.max_drop_fraction must be in [0, 1]; got {self.max_drop_fraction}")
+#: The ``clean`` params are the policy: defaults, types and ranges live in :mod:`memclean.options`.
+CleanPolicy = CleanParams
 
 
 def threshold_at_precision(scores: np.ndarray, is_positive: np.ndarray, target: float) -> float | None:
-    """Lowest score ``t`` such that the rows scoring ``≥ t`` have precision ≥ ``target``.
+    """Lowest score ``t`` on the precision–recall curve whose rows scoring ``≥ t`` reach ``target`` precision.
 
-    Returns ``None`` when no threshold reaches the target. Non-finite scores are ignored.
+    The curve is :func:`sklearn.metrics.precision_recall_curve`'s, which ends at
+    the threshold where recall first reaches 1 (lower thresholds only add
+    negatives). Returns ``None`` when no threshold reaches the target or there
+    is no positive. Non-finite scores are ignored.
     """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(is_positive, dtype=bool)
     finite = np.isfinite(s)
     s, y = s[finite], y[finite]
-    if len(s) == 0:
+    if not y.any():
         return None
-    order = np.argsort(-s, kind="stable")
-    s_sorted, y_sorted = s[order], y[order]
-    # Evaluate only at the last row of each run of equal scores (ties go together).
-    last_of_tie = np.append(s_sorted[1:] != s_sorted[:-1], True)
-    precision = np.cumsum(y_sorted) / np.arange(1, len(s) + 1)
-    ok = last_of_tie & (precision >= target)
-    if not ok.any():
+    precision, _, thresholds = precision_recall_curve(y, s)
+    reaches = precision[:-1] >= target  # the last point (precision 1, recall 0) has no threshold
+    if not reaches.any():
         return None
-    return float(s_sorted[np.nonzero(ok)[0].max()])
+    return float(thresholds[np.argmax(reaches)])
 
 
 @dataclass
@@ -178,7 +151,8 @@ def decide(
         values = m[col].to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ok & ~np.isfinite(values)
         nonfinite = int(bad.sum())
-        mark(bad, Reason.NONFINITE_SCORE)
+        if gate_passed:  # a scorer that failed validation decides nothing, not even by its missing values
+            mark(bad, Reason.NONFINITE_SCORE)
         if not gate_passed:
             score_note = "validation gate failed: nothing dropped by score"
         elif threshold is None:

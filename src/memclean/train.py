@@ -18,70 +18,53 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import ConfigDict, Field
 from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
 
-from memclean.errors import MemcleanError
+from memclean.errors import MemcleanError, describe_validation_error
 from memclean.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
 
-
-@dataclass(frozen=True)
+@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
 class TrainConfig:
-    """Hyper-parameters of the proxy network, in one place.
+    """Hyper-parameters of the proxy network: the one home of their defaults, ranges and descriptions.
 
-    Attributes
-    ----------
-    epochs
-        Training epochs. Memorization signals need the network to fit the
-        (possibly noisy) labels, so this should reach ~100% train accuracy.
-    batch_size, lr, momentum, weight_decay
-        SGD with Nesterov momentum; the learning rate warms up linearly for
-        ``warmup_epochs`` and then decays linearly to zero.
-    width
-        Channels of the first convolution block (doubled per block).
-    eval_every
-        Run an evaluation pass (and the scorers' hooks) every this many epochs;
-        the last epoch is always a checkpoint.
-    eval_batch_size
-        Batch size of the evaluation passes.
-    seed
-        Seeds the initialisation and the batch order.
-    bf16
-        Autocast to bfloat16 (``None``: on CUDA only).
+    SGD with Nesterov momentum; the learning rate warms up linearly for
+    ``warmup_epochs`` and then decays linearly to zero. Memorization signals
+    need the network to fit the (possibly noisy) labels, so ``epochs`` should
+    bring train accuracy close to 100 %.
     """
 
-    epochs: int = 30
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    warmup_epochs: float = 1.0
-    width: int = 32
-    eval_every: int = 1
-    eval_batch_size: int = 1024
-    seed: int = 0
-    bf16: bool | None = None
+    epochs: Annotated[int, Field(ge=1, le=10_000, description="training epochs")] = 20
+    batch_size: Annotated[int, Field(ge=2, description="training batch size")] = 128
+    lr: Annotated[float, Field(gt=0.0, le=10.0, description="peak learning rate (SGD, Nesterov)")] = 0.05
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0, description="SGD momentum")] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0, description="L2 weight decay")] = 5e-4
+    warmup_epochs: Annotated[float, Field(ge=0.0, description="linear warm-up, then linear decay to 0")] = 1.0
+    width: Annotated[int, Field(ge=1, le=1024, description="channels of the first block, doubled per block")] = 32
+    eval_every: Annotated[int, Field(ge=1, description="evaluation pass (scorer checkpoint) every N epochs")] = 1
+    eval_batch_size: Annotated[int, Field(ge=1, description="batch size of the evaluation passes")] = 1024
+    seed: Annotated[int, Field(ge=0, description="seeds initialisation and batch order")] = 0
+    bf16: Annotated[bool | None, Field(description="bfloat16 autocast; null = on CUDA only")] = None
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> TrainConfig:
-        """Build from a params mapping, rejecting unknown keys."""
-        known = set(cls.__dataclass_fields__)
-        unknown = set(params) - known
-        if unknown:
-            raise MemcleanError(f"unknown trainer params: {sorted(unknown)} (known: {sorted(known)})")
-        cfg = cls(**params)
-        if cfg.epochs < 1 or cfg.batch_size < 2 or cfg.eval_every < 1 or cfg.width < 1:
-            raise MemcleanError(f"invalid trainer params: {params}")
-        return cfg
+    def from_params(cls, params: Mapping[str, Any] | None) -> TrainConfig:
+        """Build from a params mapping; one-line :class:`MemcleanError` on unknown keys, bad types or ranges."""
+        try:
+            return cls(**dict(params or {}))
+        except pydantic.ValidationError as exc:
+            raise MemcleanError(describe_validation_error(exc, "score.trainer")) from None
 
     def checkpoints(self) -> list[int]:
         """Epochs (1-based) after which an evaluation pass runs."""
@@ -130,7 +113,11 @@ class ProxyCNN(nn.Module):
                 nn.ReLU(inplace=True),
             ]
             if b == 0:
-                layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(inplace=True),
+                ]
             layers.append(nn.MaxPool2d(2))
             c_in = c_out
         self.features = nn.Sequential(*layers)
@@ -312,15 +299,17 @@ def train(
     total_steps = steps_per_epoch * config.epochs
     warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
 
-    def lr_at(step: int) -> float:
+    def lr_factor(step: int) -> float:
+        """Linear warm-up to ``config.lr``, then linear decay to zero."""
         if step < warmup:
-            return config.lr * (step + 1) / warmup
-        return config.lr * max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    schedule = LambdaLR(opt, lr_factor)
 
     ckpts = config.checkpoints()
     wrap = progress or no_progress
     history: list[dict[str, float]] = []
-    step = 0
     train_time = 0.0
     start_all = time.perf_counter()
     acc = float("nan")
@@ -330,16 +319,14 @@ def train(
         loss_sum = torch.zeros((), device=device)
         for idx in _batches(n, config.batch_size, gen):
             idx = idx.to(device)
-            for group in opt.param_groups:
-                group["lr"] = lr_at(step)
             with _autocast(device, config):
                 out = model(data.batch(idx))
                 loss = F.cross_entropy(out.float(), data.labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            schedule.step()
             loss_sum += loss.detach() * len(idx)
-            step += 1
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_time += time.perf_counter() - t0
@@ -357,7 +344,11 @@ def train(
     seconds = time.perf_counter() - start_all
     log.info(
         "trained %d epochs on %d images (%s): %.0f img/s, final train accuracy %.4f",
-        config.epochs, n, device, n * config.epochs / max(train_time, 1e-9), acc,
+        config.epochs,
+        n,
+        device,
+        n * config.epochs / max(train_time, 1e-9),
+        acc,
     )
     return TrainResult(
         epochs=config.epochs,

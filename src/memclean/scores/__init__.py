@@ -1,17 +1,42 @@
-"""Memorization scorers behind one registry (see :mod:`memclean.scores.base`)."""
+"""Memorization scorers behind one registry (see :mod:`memclean.scores.base`).
 
-from memclean.scores import curvature, dynamics  # noqa: F401  (explicit registration)
-from memclean.scores.base import Scorer, ScoreResult, available, create, register
-from memclean.scores.run import DEFAULT_SCORERS, ScoringOutcome, combined_rank, score_dataset
+Every module of this package is imported here, in name order, so a new scorer
+is one new module whose classes are decorated with
+:func:`~memclean.scores.base.register`; no other list names it.
+"""
+
+import importlib
+import pkgutil
+
+from memclean.scores.base import Scorer, ScoreResult, available, create, register, scorer_class
+
+_INFRASTRUCTURE = frozenset({"base", "run"})
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module not in _INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module}")
+
+from memclean.scores.run import (  # noqa: E402  (after the registrations)
+    COMBINED,
+    ScoringOutcome,
+    combined_rank,
+    default_scorers,
+    describe,
+    resolve_scorers,
+    score_dataset,
+)
 
 __all__ = [
-    "DEFAULT_SCORERS",
+    "COMBINED",
     "ScoreResult",
     "Scorer",
     "ScoringOutcome",
     "available",
     "combined_rank",
     "create",
+    "default_scorers",
+    "describe",
     "register",
+    "resolve_scorers",
     "score_dataset",
+    "scorer_class",
 ]

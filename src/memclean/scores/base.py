@@ -1,9 +1,11 @@
 """The scorer contract and registry.
 
-A scorer is a registered class with a ``name``, ``defaults`` (merged with the
-user's params), a checkpoint hook and a ``result``. Every score is oriented
-**higher = more suspicious**. The registry is explicit: each module registers
-its classes with :func:`register` and :mod:`memclean.scores` imports them.
+A scorer is a registered class with a ``name``, a one-line ``description``, a
+typed ``Params`` dataclass (its options, their defaults and ranges), a
+checkpoint hook and a ``result``. Every score is oriented **higher = more
+suspicious**. The registry is the only list of scorers: every module of this
+package is imported by :mod:`memclean.scores`, and each registers its classes
+with :func:`register`.
 """
 
 from __future__ import annotations
@@ -11,15 +13,25 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+import pydantic
+from pydantic import ConfigDict
 
-from memclean.errors import MemcleanError
+from memclean.errors import MemcleanError, describe_validation_error
 from memclean.train import Checkpoint
 
 log = logging.getLogger(__name__)
+
+#: Configuration shared by every scorer's ``Params`` dataclass: unknown keys are errors.
+PARAMS_CONFIG = ConfigDict(extra="forbid", frozen=True)
+
+
+@pydantic.dataclasses.dataclass(config=PARAMS_CONFIG)
+class NoParams:
+    """Options of a scorer that takes none."""
 
 
 @dataclass
@@ -33,22 +45,39 @@ class ScoreResult:
 class Scorer(ABC):
     """Base class: accumulate signals at checkpoints, then produce scores.
 
-    Subclasses set ``name`` and ``defaults`` and implement
-    :meth:`on_checkpoint` and :meth:`result`. ``self.params`` holds the
-    defaults merged with the user's values.
+    Subclasses set ``name``, ``description`` and (when they take options)
+    ``Params``, a :func:`pydantic.dataclasses.dataclass` with
+    :data:`PARAMS_CONFIG`, and implement :meth:`on_checkpoint` and
+    :meth:`result`. ``self.params`` holds the validated options as a dict.
     """
 
     name: ClassVar[str]
-    defaults: ClassVar[dict[str, Any]] = {}
     description: ClassVar[str] = ""
+    Params: ClassVar[type] = NoParams
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.defaults)
-        if unknown:
-            raise MemcleanError(
-                f"unknown params for scorer {self.name!r}: {sorted(unknown)} (known: {sorted(self.defaults)})"
-            )
-        self.params: dict[str, Any] = {**self.defaults, **params}
+        self.params: dict[str, Any] = self.validate_params(params)
+
+    @classmethod
+    def validate_params(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """The scorer's options: ``params`` merged over the defaults, type- and range-checked.
+
+        Raises
+        ------
+        MemcleanError
+            One line naming each bad key.
+        """
+        try:
+            return asdict(cls.Params(**dict(params or {})))
+        except pydantic.ValidationError as exc:
+            raise MemcleanError(describe_validation_error(exc, f"score.scorers.{cls.name}")) from None
+        except TypeError as exc:  # pragma: no cover - a positional/keyword mismatch in Params
+            raise MemcleanError(f"score.scorers.{cls.name}: {exc}") from None
+
+    @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """The scorer's default options."""
+        return cls.validate_params({})
 
     @abstractmethod
     def on_checkpoint(self, cp: Checkpoint) -> None:
@@ -66,20 +95,27 @@ def register(cls: type[Scorer]) -> type[Scorer]:
     """Class decorator adding a scorer to the registry under ``cls.name``."""
     if cls.name in _REGISTRY:
         raise ValueError(f"scorer {cls.name!r} registered twice")
+    if not cls.description:
+        raise ValueError(f"scorer {cls.name!r} has no description")
     _REGISTRY[cls.name] = cls
     return cls
 
 
 def available() -> list[str]:
-    """Names of the registered scorers."""
-    return sorted(_REGISTRY)
+    """Names of the registered scorers, in registration order."""
+    return list(_REGISTRY)
+
+
+def scorer_class(name: str) -> type[Scorer]:
+    """The registered class called ``name``."""
+    if name not in _REGISTRY:
+        raise MemcleanError(f"unknown scorer {name!r}; available: {', '.join(available())}")
+    return _REGISTRY[name]
 
 
 def create(name: str, params: Mapping[str, Any] | None = None) -> Scorer:
     """Instantiate a registered scorer with its defaults merged with ``params``."""
-    if name not in _REGISTRY:
-        raise MemcleanError(f"unknown scorer {name!r}; available: {', '.join(available())}")
-    return _REGISTRY[name](**dict(params or {}))
+    return scorer_class(name)(**dict(params or {}))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

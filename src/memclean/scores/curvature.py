@@ -23,11 +23,15 @@ normalised inputs is below bfloat16's resolution.
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import numpy as np
+import pydantic
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from memclean.scores.base import Scorer, ScoreResult, register
+from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
 from memclean.train import Checkpoint
 
 
@@ -61,8 +65,10 @@ def curvature_pass(
         p.requires_grad_(False)
     out = []
     try:
-        iterator = batches if batches is not None else (
-            make_batch(slice(s, s + batch_size)) for s in range(0, int(n), batch_size)
+        iterator = (
+            batches
+            if batches is not None
+            else (make_batch(slice(s, s + batch_size)) for s in range(0, int(n or 0), batch_size))
         )
         for x, y in iterator:
             g0 = input_gradient(model, x, y)
@@ -80,13 +86,24 @@ def curvature_pass(
     return torch.cat(out).numpy()
 
 
+@pydantic.dataclasses.dataclass(config=PARAMS_CONFIG)
+class CurvatureParams:
+    """Options of the ``curvature`` scorer."""
+
+    h: Annotated[float, Field(gt=0.0, le=1.0, description="finite-difference step on the normalised input")] = 1e-3
+    n_probes: Annotated[int, Field(ge=1, le=256, description="Rademacher probes per checkpoint")] = 2
+    every: Annotated[int, Field(ge=1, description="every N-th checkpoint, counted back from the last")] = 4
+    batch_size: Annotated[int, Field(ge=1, description="batch size of the pass")] = 128
+    seed: Annotated[int, Field(ge=0, description="seed of the probes")] = 0
+
+
 @register
 class Curvature(Scorer):
     name = "curvature"
-    defaults = {"h": 1e-3, "n_probes": 2, "every": 4, "batch_size": 128, "seed": 0}
     description = "input-loss curvature, mean ||grad(x+hv) - grad(x)||^2 over probes and checkpoints"
+    Params = CurvatureParams
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._sum: np.ndarray | None = None
         self._count = 0

@@ -15,9 +15,13 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Annotated, Any
 
-from memclean.scores.base import Scorer, ScoreResult, register, softmax
+import numpy as np
+import pydantic
+from pydantic import Field
+
+from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register, softmax
 from memclean.train import Checkpoint
 
 
@@ -28,7 +32,7 @@ def _given(cp: Checkpoint) -> np.ndarray:
 class _MeanOverCheckpoints(Scorer):
     """Average a per-sample quantity over the checkpoints."""
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._sum: np.ndarray | None = None
         self._count = 0
@@ -52,7 +56,7 @@ class LearningSpeed(_MeanOverCheckpoints):
     name = "learning_speed"
     description = "1 - mean p(given label) over checkpoints (C-score proxy)"
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._prob_sum: np.ndarray | None = None
         self._labels: np.ndarray | None = None
@@ -87,27 +91,11 @@ class AUM(_MeanOverCheckpoints):
 
 
 @register
-class Loss(_MeanOverCheckpoints):
-    name = "loss"
-    description = "mean cross-entropy of the given label over checkpoints"
-
-    def quantity(self, cp: Checkpoint) -> np.ndarray:
-        z = cp.logits.astype(np.float64)
-        y = _given(cp)
-        zmax = z.max(axis=1)
-        lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
-        return lse - z[np.arange(len(z)), y]
-
-    def result(self) -> ScoreResult:
-        return ScoreResult(self.mean())
-
-
-@register
 class Forgetting(Scorer):
     name = "forgetting"
     description = "correct -> incorrect transitions between checkpoints (Toneva et al.)"
 
-    def __init__(self, **params):
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._prev: np.ndarray | None = None
         self._events: np.ndarray | None = None
@@ -136,11 +124,20 @@ class Forgetting(Scorer):
         return ScoreResult(scores)
 
 
+@pydantic.dataclasses.dataclass(config=PARAMS_CONFIG)
+class EL2NParams:
+    """Options of the ``el2n`` scorer."""
+
+    early_fraction: Annotated[
+        float, Field(gt=0.0, le=1.0, description="average over checkpoints in this first fraction of the epochs")
+    ] = 0.2
+
+
 @register
 class EL2N(_MeanOverCheckpoints):
     name = "el2n"
-    defaults = {"early_fraction": 0.2}
     description = "||softmax - onehot||_2 early in training (Paul et al.)"
+    Params = EL2NParams
 
     def on_checkpoint(self, cp: Checkpoint) -> None:
         limit = max(1, round(cp.config.epochs * float(self.params["early_fraction"])))
@@ -151,6 +148,22 @@ class EL2N(_MeanOverCheckpoints):
         p = softmax(cp.logits)
         p[np.arange(len(p)), _given(cp)] -= 1.0
         return np.sqrt((p * p).sum(axis=1))
+
+    def result(self) -> ScoreResult:
+        return ScoreResult(self.mean())
+
+
+@register
+class Loss(_MeanOverCheckpoints):
+    name = "loss"
+    description = "mean cross-entropy of the given label over checkpoints"
+
+    def quantity(self, cp: Checkpoint) -> np.ndarray:
+        z = cp.logits.astype(np.float64)
+        y = _given(cp)
+        zmax = z.max(axis=1)
+        lse = zmax + np.log(np.exp(z - zmax[:, None]).sum(axis=1))
+        return lse - z[np.arange(len(z)), y]
 
     def result(self) -> ScoreResult:
         return ScoreResult(self.mean())

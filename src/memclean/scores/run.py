@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,18 +14,62 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from memclean.errors import MemcleanError
-from memclean.scores.base import Scorer, create
 from memclean.progress import Progress
+from memclean.scores.base import Scorer, available, create, scorer_class
 from memclean.train import Checkpoint, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
 
+#: Not a registered scorer: the rank average of other scorers (see :func:`combined_rank`).
 COMBINED = "combined"
+COMBINED_DESCRIPTION = "mean normalised rank of the other scorers (or of score.combine)"
 
-#: The scorers run when none are named: every registered one, then ``combined``.
-DEFAULT_SCORERS: dict[str, dict[str, Any]] = {
-    name: {} for name in ("learning_speed", "aum", "forgetting", "el2n", "loss", "curvature", COMBINED)
-}
+
+def default_scorers() -> dict[str, dict[str, Any]]:
+    """The scorers run when none are named: every registered one with its defaults, then ``combined``."""
+    return {**{name: {} for name in available()}, COMBINED: {}}
+
+
+def resolve_scorers(scorers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Full options of the scorers to run: every registered one, with ``scorers`` merged over the defaults.
+
+    Parameters
+    ----------
+    scorers
+        Scorer name → its params (``{}``/``None``: the defaults), or ``False`` to
+        skip that scorer. ``None`` or an empty mapping: every scorer with its defaults.
+
+    Raises
+    ------
+    MemcleanError
+        For an unknown scorer name, a bad option, or nothing left to run (one line).
+    """
+    out = default_scorers()
+    for name, params in dict(scorers or {}).items():
+        if name not in out:
+            raise MemcleanError(f"unknown scorer {name!r} in score.scorers; available: {', '.join(out)}")
+        if params is False:
+            del out[name]
+        elif name == COMBINED:
+            if params not in (None, True, {}):
+                raise MemcleanError("score.scorers.combined takes no params; list its inputs in score.combine")
+        elif params is None or params is True or isinstance(params, Mapping):
+            out[name] = scorer_class(name).validate_params(None if params is True else params)
+        else:
+            raise MemcleanError(f"score.scorers.{name} must be a mapping of params, or false to skip it")
+    for name in out:
+        if name != COMBINED and not out[name]:
+            out[name] = scorer_class(name).validate_params(None)
+    if not [n for n in out if n != COMBINED]:
+        raise MemcleanError("score.scorers skips every scorer: leave at least one")
+    return out
+
+
+def describe(name: str) -> str:
+    """One-line description of a scorer (``combined`` included); empty for an unknown name."""
+    if name == COMBINED:
+        return COMBINED_DESCRIPTION
+    return scorer_class(name).description if name in available() else ""
 
 
 @dataclass
@@ -55,7 +99,35 @@ class ScoringOutcome:
 
     @property
     def scorer_names(self) -> list[str]:
+        """Names of the scorers that produced scores, in column order."""
         return [c[: -len("_score")] for c in self.scores.columns if c.endswith("_score")]
+
+    def _run(self) -> TrainResult:
+        if self.train is None:
+            raise ValueError("scoring outcome without a training run")
+        return self.train
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready summary that depends only on the inputs and settings (no timings)."""
+        tr = self._run()
+        return {
+            "device": tr.device,
+            "final_train_accuracy": round(tr.final_train_accuracy, 6),
+            "scorers": self.scorer_names,
+            "failures": self.failures,
+            "nonfinite": self.nonfinite,
+            "trainer": tr.config,
+        }
+
+    def timings(self) -> dict[str, Any]:
+        """Wall-clock figures of the run (kept apart from :meth:`summary` so outputs are reproducible)."""
+        tr = self._run()
+        return {
+            "device": tr.device,
+            "train_seconds": round(tr.seconds, 3),
+            "train_images_per_s": round(tr.train_images_per_s, 1),
+            "scorer_seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+        }
 
 
 class _Guarded:
@@ -72,7 +144,7 @@ class _Guarded:
         t0 = time.perf_counter()
         try:
             self.scorer.on_checkpoint(cp)
-        except Exception as exc:  # noqa: BLE001 - one scorer must not stop the others
+        except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
             log.warning("scorer %s failed at epoch %d: %s", self.scorer.name, cp.epoch, self.error)
             log.debug("%s", traceback.format_exc())
@@ -95,9 +167,10 @@ def score_dataset(
     num_classes: int,
     scorers: Mapping[str, Mapping[str, Any]],
     config: TrainConfig,
-    device,
+    device: Any,
     combine: Sequence[str] | None = None,
     progress: Progress | None = None,
+    callbacks: Sequence[Callable[[Checkpoint], None]] = (),
 ) -> ScoringOutcome:
     """Train once and compute every requested scorer on that run.
 
@@ -113,6 +186,8 @@ def score_dataset(
         Trainer settings and device.
     progress
         Optional progress wrapper.
+    callbacks
+        More checkpoint callbacks, called after the scorers' hooks (e.g. to keep the last model).
 
     Returns
     -------
@@ -120,7 +195,7 @@ def score_dataset(
     """
     names = [n for n in scorers if n != COMBINED]
     guarded = [_Guarded(create(name, scorers[name])) for name in names]
-    result = train(pixels, labels, num_classes, config, device, callbacks=guarded, progress=progress)
+    result = train(pixels, labels, num_classes, config, device, callbacks=[*guarded, *callbacks], progress=progress)
     frame = pd.DataFrame(index=pd.RangeIndex(len(labels)))
     outcome = ScoringOutcome(frame, train=result, seconds={"train": result.seconds})
     suggested: np.ndarray | None = None
@@ -130,7 +205,7 @@ def score_dataset(
         if g.error is None:
             try:
                 res = g.scorer.result()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 g.error = f"{type(exc).__name__}: {exc}"
         if g.error is not None:
             outcome.failures[name] = g.error
@@ -140,6 +215,10 @@ def score_dataset(
             outcome.failures[name] = f"returned shape {values.shape}, expected ({len(labels)},)"
             continue
         bad = ~np.isfinite(values)
+        if bad.all():
+            outcome.failures[name] = "no finite score for any sample"
+            log.warning("scorer %s failed: no finite score for any sample", name)
+            continue
         if bad.any():
             outcome.nonfinite[name] = int(bad.sum())
             log.warning("scorer %s produced %d non-finite scores (set to NaN)", name, int(bad.sum()))

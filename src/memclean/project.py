@@ -1,0 +1,154 @@
+"""The layout of a memclean project folder and what every stage entry point shares.
+
+A project folder holds ``params.yaml``, ``dvc.yaml`` and ``data/``; the stage
+entry points in ``stages/`` run from its root. This module names every file
+the pipeline reads or writes (one place), loads the validated params, the
+ingested dataset, wraps progress for terminals *and* logs, and turns a
+:class:`~memclean.errors.MemcleanError` into a one-line exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from memclean.errors import MemcleanError
+from memclean.io import PIXELS_DIGEST_KEY, clean_stale_temps, load_pair, read_metadata
+from memclean.options import PipelineParams, ScoreParams, load_params
+from memclean.scores import ScoringOutcome, score_dataset
+from memclean.train import select_device
+
+T = TypeVar("T")
+
+log = logging.getLogger("memclean.stages")
+
+PARAMS_FILE = Path(os.environ.get("MEMCLEAN_PARAMS", "params.yaml"))
+DATA = Path("data")
+INTERIM = DATA / "interim"
+REPORTS = DATA / "reports"
+CLEAN = DATA / "clean"
+
+PARAMS_DIR = INTERIM / "params"  # one normalised JSON per section, written by the `params` stage
+SAMPLES = INTERIM / "samples.parquet"
+PIXELS = INTERIM / "pixels.npy"
+DUPLICATES = INTERIM / "duplicates.parquet"
+SCORES = INTERIM / "scores.parquet"
+NOISY_LABELS = INTERIM / "noisy_labels.parquet"
+VALIDATION_SCORES = INTERIM / "validation_scores.parquet"
+MANIFEST = CLEAN / "manifest.parquet"
+EXPORT = CLEAN / "export"
+
+INGEST_METRICS = REPORTS / "ingest.json"
+DEDUP_METRICS = REPORTS / "dedup.json"
+SCORE_METRICS = REPORTS / "score.json"
+VALIDATION = REPORTS / "validation.json"
+ROC = REPORTS / "roc.csv"  # scorer, fpr, tpr: every scorer's ROC curve in one file (a DVC plot)
+CLEAN_METRICS = REPORTS / "clean.json"
+AUDIT_HTML = REPORTS / "audit.html"
+AUDIT_MD = REPORTS / "audit.md"
+REPORT_METRICS = REPORTS / "metrics.json"
+TIMINGS = REPORTS / "timings"  # <stage>.json: wall-clock figures, never a dependency of another stage
+
+#: Seconds between progress lines in logs when no terminal shows a bar.
+PROGRESS_LOG_INTERVAL_S = float(os.environ.get("MEMCLEAN_PROGRESS_INTERVAL", "30"))
+
+
+def params(path: Path | None = None) -> PipelineParams:
+    """The whole params file, validated (every section, whichever stage asks)."""
+    return load_params(path or PARAMS_FILE)
+
+
+def load_samples() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """Every row of the samples table, the pixels and the class names, checked to be one ingest run's pair."""
+    samples, pixels, metadata = load_pair(SAMPLES, PIXELS)
+    return samples, pixels, [str(c) for c in metadata.get("classes") or []]
+
+
+def manifest_metadata() -> dict[str, Any]:
+    """What the manifest carries over from ``samples.parquet``: the pixel digest, the ingest source and root."""
+    meta = read_metadata(SAMPLES)
+    return {key: meta.get(key) for key in (PIXELS_DIGEST_KEY, "source", "root")}
+
+
+def load_dataset() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
+    """The ``ok`` rows of the samples table (in pixel-row order), the pixels and the class names."""
+    samples, pixels, classes = load_samples()
+    ok = samples[samples["status"] == "ok"].sort_values("row").reset_index(drop=True)
+    if len(ok) != len(pixels):
+        raise MemcleanError("samples.parquet and pixels.npy disagree: rerun the ingest stage")
+    return ok, pixels, classes
+
+
+def run_scoring(labels: np.ndarray, num_classes: int, pixels: np.ndarray, params: ScoreParams) -> ScoringOutcome:
+    """One training run of the proxy network on ``labels`` with every scorer of ``params``."""
+    return score_dataset(
+        pixels,
+        labels,
+        num_classes,
+        params.scorers,
+        params.trainer,
+        select_device(params.device),
+        combine=params.combine,
+        progress=progress,
+    )
+
+
+def _log_progress(iterable: Iterable[T], desc: str, total: int, interval: float) -> Iterator[T]:
+    """Yield from ``iterable``, logging ``desc: done/total (pct), elapsed, ETA`` every ``interval`` seconds."""
+    start = last = time.monotonic()
+    done = 0
+    for item in iterable:
+        yield item
+        done += 1
+        now = time.monotonic()
+        if now - last >= interval and done < total:
+            last = now
+            elapsed = now - start
+            eta = elapsed / done * (total - done)
+            log.info(
+                "%s: %d/%d (%.0f%%), %.0f s elapsed, ETA %.0f s", desc, done, total, 100 * done / total, elapsed, eta
+            )
+    if total and done >= total and time.monotonic() - start >= interval:
+        log.info("%s: %d/%d done in %.0f s", desc, done, total, time.monotonic() - start)
+
+
+def progress(iterable: Iterable[T], desc: str, total: int) -> Iterable[T]:
+    """Progress of long work: a tqdm bar on a terminal, ETA lines in logs otherwise.
+
+    ``MEMCLEAN_PROGRESS=1`` forces the bar, ``0`` forces log lines; the log
+    interval is ``MEMCLEAN_PROGRESS_INTERVAL`` seconds (default 30).
+    """
+    choice = os.environ.get("MEMCLEAN_PROGRESS", "")
+    bar = sys.stderr.isatty() if choice == "" else choice == "1"
+    if bar:
+        return tqdm(iterable, desc=desc, total=total, unit="it", mininterval=1.0, leave=False)
+    return _log_progress(iterable, desc, total, PROGRESS_LOG_INTERVAL_S)
+
+
+def run_stage(main: Callable[[], None], name: str) -> None:
+    """Run a stage: log to stderr, remove temporaries a killed run left, run ``main``.
+
+    A :class:`MemcleanError` becomes a one-line exit (status 1).
+    """
+    logging.basicConfig(
+        level=os.environ.get("MEMCLEAN_LOG", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        removed = clean_stale_temps(*(d for d in (INTERIM, PARAMS_DIR, REPORTS, CLEAN, TIMINGS) if d.is_dir()))
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
+        main()
+    except MemcleanError as exc:
+        sys.stderr.write(f"memclean {name}: error: {exc}\n")
+        raise SystemExit(1) from None

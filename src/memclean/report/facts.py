@@ -1,0 +1,391 @@
+"""The numbers of a report, computed once from the inputs: shared by the view model and the metrics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from memclean.errors import MemcleanError
+from memclean.report.formatting import NA, get, label_name, num
+from memclean.report.inputs import REQUIRED_COLUMNS, ReportInputs
+from memclean.schema import HELDOUT_SPLITS, Reason
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RowCounts:
+    """Rows of (part of) the manifest: all, ok at ingest, quarantined at ingest, kept and dropped by clean."""
+
+    rows: int
+    ok: int
+    quarantined: int
+    kept: int
+    dropped: int
+
+
+def row_counts(m: pd.DataFrame) -> RowCounts:
+    """Count the rows of a prepared manifest, or of a part of one.
+
+    Parameters
+    ----------
+    m
+        Rows of the manifest from :func:`prepare_manifest` (``status``, boolean ``keep``).
+
+    Returns
+    -------
+    RowCounts
+    """
+    keep = m["keep"]
+    return RowCounts(
+        rows=len(m),
+        ok=int((m["status"] == "ok").sum()),
+        quarantined=int((m["status"] == "quarantined").sum()),
+        kept=int(keep.sum()),
+        dropped=int((~keep).sum()),
+    )
+
+
+def split_counts(m: pd.DataFrame) -> dict[str, RowCounts]:
+    """:func:`row_counts` of each split: training splits first, then held-out ones, each by name.
+
+    Parameters
+    ----------
+    m
+        The manifest from :func:`prepare_manifest`.
+
+    Returns
+    -------
+    dict
+        ``split -> counts``; rows without a split count under ``n/a`` (last).
+    """
+    split = m["split"].astype(object).where(m["split"].notna(), None)
+    names = sorted({s for s in split if s is not None}, key=lambda s: (str(s) in HELDOUT_SPLITS, str(s)))
+    out = {str(name): row_counts(m[split == name]) for name in names}
+    if split.isna().any():
+        out[NA] = row_counts(m[split.isna()])
+    return out
+
+
+@dataclass
+class Facts:
+    """Raw (unformatted) counts and settings of one cleaning run; ``None`` = unknown."""
+
+    rows: int
+    ok: int
+    quarantined: int
+    kept: int
+    dropped: int
+    by_split: dict[str, RowCounts]
+    by_reason: dict[str, int]
+    suspected: int
+    score_columns: list[str]
+    scorer: str | None
+    threshold: float | None
+    gate_passed: bool | None
+    gate_scorer: str | None
+    gate_auroc: float | None
+    gate_min: float | None
+    gate_reason: str | None
+    best: str | None
+    best_auroc: float | None
+    class_before: dict[str, int]
+    class_after: dict[str, int]
+    groups: int | None
+    exact_groups: int | None
+    near_groups: int | None
+    conflict_groups: int | None
+    cross_groups: int | None
+
+    @property
+    def total(self) -> RowCounts:
+        """The counts of all rows (the last line of the rows-by-split table)."""
+        return RowCounts(self.rows, self.ok, self.quarantined, self.kept, self.dropped)
+
+    @property
+    def dropped_by_score(self) -> int:
+        """Rows dropped because their score passed the threshold."""
+        return self.by_reason.get(Reason.SUSPECTED_LABEL_ERROR.value, 0)
+
+
+def prepare_manifest(manifest: pd.DataFrame, pixels: np.ndarray | None) -> pd.DataFrame:
+    """Check the manifest and fill the optional columns the report reads.
+
+    Parameters
+    ----------
+    manifest
+        The cleaned manifest.
+    pixels
+        The pixel array ``manifest.row`` indexes, or ``None``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy with a fresh index, every optional column present, ``keep`` and
+        ``suspected`` as booleans and ``row`` as ``Int64``.
+
+    Raises
+    ------
+    MemcleanError
+        When a required column is missing or a row index is outside ``pixels``.
+    """
+    missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise MemcleanError(f"the manifest lacks columns {missing}: was it written by the clean stage?")
+    m = manifest.reset_index(drop=True).copy()
+    defaults: dict[str, Any] = {
+        "label": pd.NA,
+        "label_name": None,
+        "split": None,
+        "reason": None,
+        "detail": None,
+        "row": pd.NA,
+        "drop_reason": None,
+        "suspected": False,
+        "suggested_label": pd.NA,
+        "dup_group": pd.NA,
+    }
+    for col, value in defaults.items():
+        if col not in m.columns:
+            m[col] = value
+    m["keep"] = m["keep"].fillna(False).astype(bool)
+    m["suspected"] = m["suspected"].fillna(False).astype(bool)
+    m["row"] = pd.array(m["row"], dtype="Int64")
+    if pixels is not None:
+        rows = m["row"].dropna()
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(pixels)):
+            raise MemcleanError(
+                f"manifest row index {int(rows.max())} is outside pixels.npy ({len(pixels)} images): "
+                "the manifest and pixels.npy come from different runs; rerun the pipeline"
+            )
+    return m
+
+
+def _class_counts(m: pd.DataFrame, mask: pd.Series, classes: list[str]) -> dict[str, int]:
+    """Rows per class name under ``mask``: every known class in order, then unknown labels."""
+    vc = m.loc[mask, "label"].dropna().astype(int).value_counts()
+    order = range(len(classes)) if classes else sorted(vc.index)
+    out = {(label_name(k, classes) or str(k)): int(vc.get(k, 0)) for k in order}
+    for k in sorted(set(vc.index) - set(order)):
+        out[str(k)] = int(vc[k])
+    return out
+
+
+def _group_counts(inp: ReportInputs) -> tuple[int | None, ...]:
+    """Duplicate groups: all, exact, near, with a label conflict, spanning splits (table first, then dedup.json)."""
+    dups = inp.duplicates
+    groups = exact = near = conflict = cross = None
+    if dups is not None and "group_id" in dups.columns:
+        groups = int(dups["group_id"].nunique())
+        if "kind" in dups.columns:
+            exact_ids = set(dups.loc[dups["kind"] == "exact", "group_id"])
+            exact, near = len(exact_ids), groups - len(exact_ids)
+        if "label_conflict" in dups.columns:
+            conflict = int(dups.loc[dups["label_conflict"].astype(bool), "group_id"].nunique())
+        if "cross_split" in dups.columns:
+            cross = int(dups.loc[dups["cross_split"].astype(bool), "group_id"].nunique())
+    keys = ("groups", "exact_groups", "near_groups", "label_conflict_groups", "cross_split_groups")
+    counts = (groups, exact, near, conflict, cross)
+    return tuple(c if c is not None else get(inp.dedup, k) for c, k in zip(counts, keys, strict=True))
+
+
+def compute_facts(inp: ReportInputs, m: pd.DataFrame) -> Facts:
+    """Count what the report shows.
+
+    Parameters
+    ----------
+    inp
+        The report inputs.
+    m
+        The manifest from :func:`prepare_manifest`.
+
+    Returns
+    -------
+    Facts
+    """
+    ok_mask = m["status"] == "ok"
+    dropped = m.loc[~m["keep"], "drop_reason"].fillna("unknown").astype(str)
+    by_reason = {str(k): int(v) for k, v in sorted(dropped.value_counts().items())}
+    score_cols = [c for c in m.columns if c.endswith("_score") and pd.api.types.is_numeric_dtype(m[c])]
+    names = [c[: -len("_score")] for c in score_cols]
+
+    # The scorer the clean stage used; fall back to the gate's, then the best one.
+    scorer = None
+    for candidate in (get(inp.clean, "scorer"), get(inp.validation, "gate", "scorer"), get(inp.validation, "best")):
+        if isinstance(candidate, str) and candidate in names:
+            scorer = candidate
+            break
+    if scorer is None and names:
+        scorer = "combined" if "combined" in names else names[0]
+
+    clean_gate = get(inp.clean, "gate")
+    validation_gate = get(inp.validation, "gate")
+    gate = {
+        **(validation_gate if isinstance(validation_gate, Mapping) else {}),
+        **(clean_gate if isinstance(clean_gate, Mapping) else {}),
+    }
+    passed = gate.get("passed")
+    best = get(inp.validation, "best")
+    classes = list(inp.classes)
+    groups, exact, near, conflict, cross = _group_counts(inp)
+
+    total = row_counts(m)
+    facts = Facts(
+        rows=total.rows,
+        ok=total.ok,
+        quarantined=total.quarantined,
+        kept=total.kept,
+        dropped=total.dropped,
+        by_split=split_counts(m),
+        by_reason=by_reason,
+        suspected=int(m["suspected"].sum()),
+        score_columns=score_cols,
+        scorer=scorer,
+        threshold=num(get(inp.clean, "threshold")),
+        gate_passed=bool(passed) if isinstance(passed, bool | np.bool_) else None,
+        gate_scorer=gate.get("scorer"),
+        gate_auroc=num(gate.get("auroc")),
+        gate_min=num(gate.get("min_auroc")),
+        gate_reason=gate.get("reason"),
+        best=best if isinstance(best, str) else None,
+        best_auroc=num(get(inp.validation, "scorers", best, "auroc")) if isinstance(best, str) else None,
+        class_before=_class_counts(m, ok_mask, classes),
+        class_after=_class_counts(m, ok_mask & m["keep"], classes),
+        groups=groups,
+        exact_groups=exact,
+        near_groups=near,
+        conflict_groups=conflict,
+        cross_groups=cross,
+    )
+    for key, mine in (("rows", facts.rows), ("kept", facts.kept), ("dropped", facts.dropped)):
+        theirs = get(inp.clean, key)
+        if isinstance(theirs, int) and theirs != mine:
+            log.warning("clean.json says %s=%s but the manifest has %s", key, theirs, mine)
+    return facts
+
+
+def highest_scores(m: pd.DataFrame, scorer: str | None, n: int) -> pd.DataFrame | None:
+    """The ``n`` ok rows with the highest finite ``<scorer>_score``, highest first; ties keep manifest order.
+
+    Parameters
+    ----------
+    m
+        The manifest from :func:`prepare_manifest`.
+    scorer
+        The scorer name, or ``None``.
+    n
+        How many rows.
+
+    Returns
+    -------
+    pandas.DataFrame or None
+        The rows with their score in column ``_s``; ``None`` when the manifest
+        has no such score column.
+    """
+    col = f"{scorer}_score" if scorer else None
+    if col is None or col not in m.columns:
+        return None
+    values = m[col].to_numpy(dtype=np.float64, na_value=np.nan)
+    usable = (m["status"] == "ok").to_numpy() & np.isfinite(values)
+    top = m.loc[usable].assign(_s=values[usable])
+    return top.sort_values("_s", ascending=False, kind="stable").head(n)
+
+
+def ordered_groups(dups: pd.DataFrame) -> list[Any]:
+    """Duplicate group ids: label conflicts and cross-split groups first, then larger groups, then by id.
+
+    Parameters
+    ----------
+    dups
+        The dedup table (``group_id``; ``label_conflict`` and ``cross_split`` when present).
+
+    Returns
+    -------
+    list
+        Every group id once, in display order.
+    """
+    flags = pd.DataFrame({"group_id": dups["group_id"]})
+    for col in ("label_conflict", "cross_split"):
+        flags[col] = dups[col].fillna(False).astype(bool) if col in dups else False
+    agg = (
+        flags.groupby("group_id", sort=True)
+        .agg(size=("group_id", "size"), conflict=("label_conflict", "any"), cross=("cross_split", "any"))
+        .reset_index()
+    )
+    agg["prio"] = agg["conflict"].astype(int) + agg["cross"].astype(int)
+    agg = agg.sort_values(["prio", "size", "group_id"], ascending=[False, False, True], kind="stable")
+    return list(agg["group_id"])
+
+
+def digests(inp: ReportInputs) -> dict[str, str]:
+    """``artifact -> params digest``: the JSON reports' digests, then :attr:`ReportInputs.params_digests`.
+
+    Parameters
+    ----------
+    inp
+        The report inputs.
+
+    Returns
+    -------
+    dict
+    """
+    out: dict[str, str] = {}
+    for name, mapping in (
+        ("ingest", inp.ingest),
+        ("dedup", inp.dedup),
+        ("score", inp.score),
+        ("validate", inp.validation),
+        ("clean", inp.clean),
+    ):
+        digest = get(mapping, "params_digest")
+        if digest is not None:
+            out[name] = str(digest)
+    for name, digest in inp.params_digests.items():
+        if digest is not None:
+            out[name] = str(digest)
+    return out
+
+
+def metrics(f: Facts, inp: ReportInputs) -> dict[str, Any]:
+    """The headline numbers (a DVC metrics file: JSON-serialisable, no NaN).
+
+    Parameters
+    ----------
+    f
+        The facts of the run.
+    inp
+        The report inputs.
+
+    Returns
+    -------
+    dict
+    """
+    return {
+        "rows": f.rows,
+        "ok": f.ok,
+        "quarantined": f.quarantined,
+        "kept": f.kept,
+        "dropped": f.dropped,
+        "dropped_by_reason": f.by_reason,
+        "dropped_by_score": f.dropped_by_score,
+        "suspected": f.suspected,
+        "best_scorer": f.best,
+        "best_auroc": f.best_auroc,
+        "cleaning_scorer": f.scorer,
+        "threshold": f.threshold,
+        "gate_scorer": f.gate_scorer,
+        "gate_auroc": f.gate_auroc,
+        "gate_passed": f.gate_passed,
+        "duplicate_groups": f.groups,
+        "exact_groups": f.exact_groups,
+        "near_groups": f.near_groups,
+        "label_conflict_groups": f.conflict_groups,
+        "cross_split_groups": f.cross_groups,
+        "split_leaks_dropped": f.by_reason.get(Reason.SPLIT_LEAK.value, 0),
+        "classes": len(inp.classes) if inp.classes else len(f.class_before),
+    }
