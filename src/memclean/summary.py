@@ -175,7 +175,9 @@ class RunSummary:
     @classmethod
     def from_dir(cls, reports: Path) -> RunSummary:
         """Read ``ingest.json``, ``dedup.json``, ``validation.json`` and ``clean.json`` from ``reports``."""
-        return cls.from_reports(*(read_report(reports / f"{n}.json") for n in ("ingest", "dedup", "validation", "clean")))
+        return cls.from_reports(
+            *(read_report(reports / f"{n}.json") for n in ("ingest", "dedup", "validation", "clean"))
+        )
 
     # ------------------------------------------------------------------ views
 
