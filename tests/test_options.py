@@ -14,7 +14,7 @@ import yaml
 from conftest import REPO
 from memclean.errors import MemcleanError
 from memclean.options import SECTIONS, PipelineParams, _rows, load_params, params_markdown, parse_params
-from memclean.scores import available, default_scorers
+from memclean.scores import available, default_scorers, defaults
 
 
 def _leaf_keys() -> list[str]:
@@ -100,7 +100,7 @@ def test_quoted_booleans_keep_their_meaning():
 
 def test_scorers_default_to_the_registry_and_can_be_skipped_or_tuned():
     assert list(PipelineParams().score.scorers) == list(default_scorers())
-    assert list(default_scorers())[:-1] == available()
+    assert list(default_scorers())[:-1] == defaults() and set(defaults()) < set(available())
     tuned = parse_params({"score": {"scorers": {"forgetting": False, "curvature": {"n_probes": 4}}}}).score.scorers
     assert "forgetting" not in tuned and tuned["curvature"]["n_probes"] == 4 and tuned["curvature"]["h"] == 1e-3
 

@@ -3,7 +3,7 @@
 A new scorer module gets these checks without editing this file: shape, no
 non-finite values, determinism (same seed → same scores), orientation (higher
 = more suspicious: injected mislabels score higher), a description and typed
-params with defaults.
+params with defaults. Every registered scorer runs, opt-in (ensemble) ones too.
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import pytest
 from sklearn.datasets import load_digits
 from sklearn.metrics import roc_auc_score
 
+from memclean.ensemble import EnsembleConfig
 from memclean.noise import inject
-from memclean.scores import COMBINED, available, default_scorers, describe, score_dataset, scorer_class
+from memclean.scores import COMBINED, available, describe, score_dataset, scorer_class
 from memclean.train import TrainConfig, select_device
 
 N = 300
@@ -32,9 +33,11 @@ def toy() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 @pytest.fixture(scope="module")
 def runs(toy):
     pixels, noisy, _ = toy
-    config = TrainConfig(epochs=10, batch_size=32, width=8, seed=2)
+    config = TrainConfig(epochs=10, batch_size=32, width=16, seed=2)
     cpu = select_device("cpu")
-    return [score_dataset(pixels, noisy, 10, default_scorers(), config, cpu) for _ in range(2)]
+    every = {**{name: {} for name in available()}, COMBINED: {}}  # opt-in scorers too
+    ensemble = EnsembleConfig(members=5, epochs=10)
+    return [score_dataset(pixels, noisy, 10, every, config, cpu, ensemble=ensemble) for _ in range(2)]
 
 
 @pytest.mark.parametrize("name", [*available(), COMBINED])

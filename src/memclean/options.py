@@ -25,11 +25,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from memclean.dedup import HASH_METHODS
+from memclean.ensemble import EnsembleConfig
 from memclean.errors import MemcleanError, describe_validation_error
 from memclean.imaging import DEFAULT_ALLOWED_FORMATS
 from memclean.ingest import IngestOptions
 from memclean.noise import NOISE_KINDS
-from memclean.scores import COMBINED, available, describe, resolve_scorers, scorer_class
+from memclean.scores import COMBINED, available, defaults, describe, resolve_scorers, scorer_class
 from memclean.sources import SOURCES
 from memclean.train import TrainConfig
 
@@ -131,6 +132,9 @@ class ScoreParams(Section):
 
     device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N or mps")
     trainer: TrainConfig = Field(default_factory=TrainConfig, description="the proxy CNN")
+    ensemble: EnsembleConfig = Field(
+        default_factory=EnsembleConfig, description="subset ensemble, trained only when an enabled scorer needs it"
+    )
     scorers: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: resolve_scorers(None),
         description="every registered scorer runs; name: {params} overrides its defaults, name: false skips it",
@@ -144,7 +148,7 @@ class ScoreParams(Section):
             raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
         return value
 
-    @field_validator("trainer", mode="before")
+    @field_validator("trainer", "ensemble", mode="before")
     @classmethod
     def _trainer(cls, value: Any) -> Any:
         return {} if value is None else value
@@ -305,8 +309,8 @@ def _rows(prefix: str, model: Any) -> Iterator[tuple[str, Any, str]]:
     if isinstance(model, type) and issubclass(model, BaseModel):
         for name, info in model.model_fields.items():
             key = f"{prefix}.{info.alias or name}"
-            if name == "trainer":
-                yield from _rows(key, TrainConfig)
+            if is_dataclass(info.annotation):
+                yield from _rows(key, info.annotation)
             elif name == "scorers":
                 yield key, None, info.description or ""
                 for scorer in available():
@@ -335,5 +339,6 @@ def params_markdown() -> str:
         for key, default, text in _rows(name, model):
             out.append(f"| `{key}` | `{_yaml_value(default)}` | {text} |")
         out.append("")
-    out.append("Scorers: " + ", ".join(f"`{n}` ({describe(n)})" for n in [*available(), COMBINED]) + ".")
+    shown = [f"`{n}` ({describe(n)}{'' if n in defaults() else '; opt-in'})" for n in available()]
+    out.append("Scorers: " + ", ".join([*shown, f"`{COMBINED}` ({describe(COMBINED)})"]) + ".")
     return "\n".join(out) + "\n"

@@ -42,6 +42,7 @@ SAMPLES = INTERIM / "samples.parquet"
 PIXELS = INTERIM / "pixels.npy"
 DUPLICATES = INTERIM / "duplicates.parquet"
 SCORES = INTERIM / "scores.parquet"
+ENSEMBLE = INTERIM / "ensemble.npy"  # K×N records (in, logits) of the subset ensemble; K = 0 when none
 NOISY_LABELS = INTERIM / "noisy_labels.parquet"
 VALIDATION_SCORES = INTERIM / "validation_scores.parquet"
 MANIFEST = CLEAN / "manifest.parquet"
@@ -99,6 +100,7 @@ def run_scoring(labels: np.ndarray, num_classes: int, pixels: np.ndarray, params
         select_device(params.device),
         combine=params.combine,
         progress=progress,
+        ensemble=params.ensemble,
     )
 
 

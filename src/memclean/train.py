@@ -1,10 +1,12 @@
 """A small, deterministic proxy trainer whose checkpoints feed the scorers.
 
 One readable module in the spirit of airbench: the whole uint8 dataset lives on
-the device, batches are index slices of it, normalisation happens on the fly,
-and there is no per-sample Python work. At chosen epochs the trainer runs an
-evaluation pass over every sample (no augmentation, eval mode) and hands a
-:class:`Checkpoint` to each callback; scorers accumulate their signals there.
+the device, batches are index slices of it, normalisation and the optional
+augmentation of training batches (random crop, horizontal flip: one gather per
+batch) happen on the fly, and there is no per-sample Python work. At chosen
+epochs the trainer runs an evaluation pass over every sample (no augmentation,
+eval mode) and hands a :class:`Checkpoint` to each callback; scorers accumulate
+their signals there.
 
 CPU and CUDA run the same code. On CUDA the model is channels_last and the
 forward passes run under bf16 autocast; on CPU bf16 autocast can be asked for
@@ -43,7 +45,9 @@ class TrainConfig:
     SGD with Nesterov momentum; the learning rate warms up linearly for
     ``warmup_epochs`` and then decays linearly to zero. Memorization signals
     need the network to fit the (possibly noisy) labels, so ``epochs`` should
-    bring train accuracy close to 100 %.
+    bring train accuracy close to 100 %. Augmentation (``crop_padding``,
+    ``flip``) applies to training batches only, never to evaluation passes, and
+    is off by default.
     """
 
     epochs: Annotated[int, Field(ge=1, le=10_000, description="training epochs")] = 20
@@ -52,10 +56,14 @@ class TrainConfig:
     momentum: Annotated[float, Field(ge=0.0, lt=1.0, description="SGD momentum")] = 0.9
     weight_decay: Annotated[float, Field(ge=0.0, description="L2 weight decay")] = 5e-4
     warmup_epochs: Annotated[float, Field(ge=0.0, description="linear warm-up, then linear decay to 0")] = 1.0
+    crop_padding: Annotated[
+        int, Field(ge=0, description="random crop after reflect-padding N pixels per side (0 = off, at most side/2)")
+    ] = 0
+    flip: Annotated[bool, Field(description="random horizontal flip of half the training images")] = False
     width: Annotated[int, Field(ge=1, le=1024, description="channels of the first block, doubled per block")] = 32
     eval_every: Annotated[int, Field(ge=1, description="evaluation pass (scorer checkpoint) every N epochs")] = 1
     eval_batch_size: Annotated[int, Field(ge=1, description="batch size of the evaluation passes")] = 1024
-    seed: Annotated[int, Field(ge=0, description="seeds initialisation and batch order")] = 0
+    seed: Annotated[int, Field(ge=0, description="seeds initialisation, batch order and augmentation")] = 0
     bf16: Annotated[bool | None, Field(description="bfloat16 autocast; null = on CUDA only")] = None
 
     @classmethod
@@ -142,9 +150,14 @@ class DeviceData:
     std: torch.Tensor
     channels_last: bool
 
-    def batch(self, idx: torch.Tensor | slice) -> torch.Tensor:
-        """Normalised float32 batch for the given indices."""
-        x = self.pixels[idx].float().div_(255.0)
+    def batch(
+        self, idx: torch.Tensor | slice, augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """Normalised float32 batch for the given indices, ``augment`` applied to its uint8 pixels first."""
+        x = self.pixels[idx]
+        if augment is not None:
+            x = augment(x)
+        x = x.float().div_(255.0)
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
@@ -240,6 +253,77 @@ def evaluate(model: nn.Module, data: DeviceData, config: TrainConfig, device: to
     return torch.cat(out).cpu().numpy()
 
 
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, mirror: torch.Tensor) -> torch.Tensor:
+    """Shift each image by its own offset, reflecting at the borders, and mirror the chosen ones.
+
+    Output pixel ``(i, j)`` of image ``k`` is input pixel ``(i + dy[k], j + dx[k])``
+    of the image reflect-padded as by ``F.pad(..., mode="reflect")``: the same as
+    a crop of the padded image at offset ``(p + dy, p + dx)``. Mirrored images
+    are flipped left-right after the crop. One gather for the whole batch.
+
+    Parameters
+    ----------
+    x
+        ``N×C×H×W`` batch of any dtype.
+    dy, dx
+        ``N`` integer offsets with ``|dy| < H`` and ``|dx| < W``.
+    mirror
+        ``N`` booleans: flip these images horizontally.
+
+    Returns
+    -------
+    torch.Tensor
+        ``N×C×H×W``, same dtype and device as ``x``.
+    """
+    n, c, h, w = x.shape
+    dev = x.device
+    rows = torch.arange(h, device=dev) + dy.to(dev)[:, None]  # N×H
+    cols = torch.arange(w, device=dev).expand(n, w)
+    cols = torch.where(mirror.to(dev)[:, None], cols.flip(1), cols) + dx.to(dev)[:, None]  # N×W
+    rows, cols = _reflect(rows, h), _reflect(cols, w)
+    k = torch.arange(n, device=dev)[:, None, None, None]
+    ch = torch.arange(c, device=dev)[None, :, None, None]
+    return x[k, ch, rows[:, None, :, None], cols[:, None, None, :]]
+
+
+def _reflect(pos: torch.Tensor, size: int) -> torch.Tensor:
+    """Fold positions in ``(-size, 2 * size - 1)`` back into ``[0, size)``, mirroring about the edge pixels."""
+    last = size - 1
+    return last - (last - pos.abs()).abs()
+
+
+def random_crop_flip(x: torch.Tensor, crop_padding: int, flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random crop (reflect padding) and random horizontal flip, drawn per image from ``generator``.
+
+    Parameters
+    ----------
+    x
+        ``N×C×H×W`` batch of any dtype.
+    crop_padding
+        Offsets are uniform in ``[-crop_padding, crop_padding]`` on each axis; 0 = no crop.
+    flip
+        Flip each image left-right with probability 1/2.
+    generator
+        Source of the draws (a CPU generator: the draws are the same on every device).
+
+    Returns
+    -------
+    torch.Tensor
+        The augmented batch, or ``x`` itself when both are off (nothing is drawn then).
+    """
+    if crop_padding == 0 and not flip:
+        return x
+    n = len(x)
+    shape = (2, n)
+    offsets = (
+        torch.randint(-crop_padding, crop_padding + 1, shape, generator=generator)
+        if crop_padding
+        else torch.zeros(shape, dtype=torch.int64)
+    )
+    mirror = torch.rand(n, generator=generator) < 0.5 if flip else torch.zeros(n, dtype=torch.bool)
+    return crop_flip(x, offsets[0], offsets[1], mirror)
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     perm = torch.randperm(n, generator=generator)
     k = max(1, math.ceil(n / batch_size))
@@ -285,6 +369,12 @@ def train(
         raise MemcleanError("need at least two samples to train")
     if labels.min() < 0 or labels.max() >= num_classes:
         raise MemcleanError(f"labels must lie in [0, {num_classes})")
+    side = min(pixels.shape[2:])
+    if config.crop_padding > side // 2:
+        raise MemcleanError(
+            f"score.trainer.crop_padding: at most {side // 2} (half the side) for "
+            f"{pixels.shape[2]}×{pixels.shape[3]} images (got {config.crop_padding})"
+        )
     set_determinism(config.seed, device)
     data = to_device(pixels, labels, device)
     model = ProxyCNN(pixels.shape[1], num_classes, tuple(pixels.shape[2:]), config.width).to(device)
@@ -294,6 +384,12 @@ def train(
         model.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
     )
     gen = torch.Generator().manual_seed(config.seed)
+    # A second stream for augmentation, so that turning it on or off leaves the batch order alone.
+    aug_gen = torch.Generator().manual_seed(int(np.random.SeedSequence([config.seed, 1]).generate_state(1)[0]))
+
+    def augment(x: torch.Tensor) -> torch.Tensor:
+        return random_crop_flip(x, config.crop_padding, config.flip, aug_gen)
+
     n = len(data)
     steps_per_epoch = max(1, math.ceil(n / config.batch_size))
     total_steps = steps_per_epoch * config.epochs
@@ -320,7 +416,7 @@ def train(
         for idx in _batches(n, config.batch_size, gen):
             idx = idx.to(device)
             with _autocast(device, config):
-                out = model(data.batch(idx))
+                out = model(data.batch(idx, augment))
                 loss = F.cross_entropy(out.float(), data.labels[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()

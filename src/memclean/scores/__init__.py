@@ -8,7 +8,16 @@ is one new module whose classes are decorated with
 import importlib
 import pkgutil
 
-from memclean.scores.base import Scorer, ScoreResult, available, create, register, scorer_class
+from memclean.scores.base import (
+    EnsembleScorer,
+    Scorer,
+    ScoreResult,
+    available,
+    create,
+    defaults,
+    register,
+    scorer_class,
+)
 
 _INFRASTRUCTURE = frozenset({"base", "run"})
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
@@ -27,6 +36,7 @@ from memclean.scores.run import (  # noqa: E402  (after the registrations)
 
 __all__ = [
     "COMBINED",
+    "EnsembleScorer",
     "ScoreResult",
     "Scorer",
     "ScoringOutcome",
@@ -34,6 +44,7 @@ __all__ = [
     "combined_rank",
     "create",
     "default_scorers",
+    "defaults",
     "describe",
     "register",
     "resolve_scorers",

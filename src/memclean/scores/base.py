@@ -20,6 +20,7 @@ import numpy as np
 import pydantic
 from pydantic import ConfigDict
 
+from memclean.ensemble import Ensemble
 from memclean.errors import MemcleanError, describe_validation_error
 from memclean.train import Checkpoint
 
@@ -54,6 +55,10 @@ class Scorer(ABC):
     name: ClassVar[str]
     description: ClassVar[str] = ""
     Params: ClassVar[type] = NoParams
+    #: What the scorer reads: ``run`` (the main training run's checkpoints) or ``ensemble``.
+    needs: ClassVar[str] = "run"
+    #: Whether it runs when ``score.scorers`` does not name it.
+    default: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.validate_params(params)
@@ -88,6 +93,37 @@ class Scorer(ABC):
         """Final scores (call after training)."""
 
 
+class EnsembleScorer(Scorer):
+    """A scorer computed from the subset ensemble (:mod:`memclean.ensemble`), not from checkpoints.
+
+    Subclasses implement :meth:`from_ensemble`. The ensemble is trained only
+    when an enabled scorer needs it, after the main run, and handed over with
+    :meth:`attach`.
+    """
+
+    needs = "ensemble"
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self._ensemble: Ensemble | None = None
+
+    def on_checkpoint(self, cp: Checkpoint) -> None:
+        """The main run's checkpoints are not used."""
+
+    def attach(self, ensemble: Ensemble) -> None:
+        """Hand over the trained ensemble."""
+        self._ensemble = ensemble
+
+    @abstractmethod
+    def from_ensemble(self, ensemble: Ensemble) -> ScoreResult:
+        """Scores from the members' in/out fates."""
+
+    def result(self) -> ScoreResult:
+        if self._ensemble is None:
+            raise RuntimeError("no ensemble was trained")
+        return self.from_ensemble(self._ensemble)
+
+
 _REGISTRY: dict[str, type[Scorer]] = {}
 
 
@@ -104,6 +140,11 @@ def register(cls: type[Scorer]) -> type[Scorer]:
 def available() -> list[str]:
     """Names of the registered scorers, in registration order."""
     return list(_REGISTRY)
+
+
+def defaults() -> list[str]:
+    """Names of the scorers that run unless ``score.scorers`` says otherwise."""
+    return [name for name, cls in _REGISTRY.items() if cls.default]
 
 
 def scorer_class(name: str) -> type[Scorer]:

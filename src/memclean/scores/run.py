@@ -13,9 +13,10 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
+from memclean.ensemble import Ensemble, EnsembleConfig, train_ensemble
 from memclean.errors import MemcleanError
 from memclean.progress import Progress
-from memclean.scores.base import Scorer, available, create, scorer_class
+from memclean.scores.base import EnsembleScorer, Scorer, available, create, defaults, scorer_class
 from memclean.train import Checkpoint, TrainConfig, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,8 @@ COMBINED_DESCRIPTION = "mean normalised rank of the other scorers (or of score.c
 
 
 def default_scorers() -> dict[str, dict[str, Any]]:
-    """The scorers run when none are named: every registered one with its defaults, then ``combined``."""
-    return {**{name: {} for name in available()}, COMBINED: {}}
+    """The scorers run when none are named: every default one (see ``Scorer.default``), then ``combined``."""
+    return {**{name: {} for name in defaults()}, COMBINED: {}}
 
 
 def resolve_scorers(scorers: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
@@ -46,11 +47,14 @@ def resolve_scorers(scorers: Mapping[str, Any] | None) -> dict[str, dict[str, An
     """
     out = default_scorers()
     for name, params in dict(scorers or {}).items():
-        if name not in out:
-            raise MemcleanError(f"unknown scorer {name!r} in score.scorers; available: {', '.join(out)}")
+        if name not in available() and name != COMBINED:
+            raise MemcleanError(
+                f"unknown scorer {name!r} in score.scorers; available: {', '.join([*available(), COMBINED])}"
+            )
         if params is False:
-            del out[name]
-        elif name == COMBINED:
+            out.pop(name, None)
+            continue
+        if name == COMBINED:
             if params not in (None, True, {}):
                 raise MemcleanError("score.scorers.combined takes no params; list its inputs in score.combine")
         elif params is None or params is True or isinstance(params, Mapping):
@@ -96,6 +100,7 @@ class ScoringOutcome:
     nonfinite: dict[str, int] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     train: TrainResult | None = None
+    ensemble: Ensemble | None = None
 
     @property
     def scorer_names(self) -> list[str]:
@@ -117,6 +122,7 @@ class ScoringOutcome:
             "failures": self.failures,
             "nonfinite": self.nonfinite,
             "trainer": tr.config,
+            "ensemble_members": self.ensemble.members if self.ensemble is not None else 0,
         }
 
     def timings(self) -> dict[str, Any]:
@@ -171,6 +177,7 @@ def score_dataset(
     combine: Sequence[str] | None = None,
     progress: Progress | None = None,
     callbacks: Sequence[Callable[[Checkpoint], None]] = (),
+    ensemble: EnsembleConfig | None = None,
 ) -> ScoringOutcome:
     """Train once and compute every requested scorer on that run.
 
@@ -188,6 +195,8 @@ def score_dataset(
         Optional progress wrapper.
     callbacks
         More checkpoint callbacks, called after the scorers' hooks (e.g. to keep the last model).
+    ensemble
+        How to train the subset ensemble, when an enabled scorer needs one (default settings otherwise).
 
     Returns
     -------
@@ -198,6 +207,13 @@ def score_dataset(
     result = train(pixels, labels, num_classes, config, device, callbacks=[*guarded, *callbacks], progress=progress)
     frame = pd.DataFrame(index=pd.RangeIndex(len(labels)))
     outcome = ScoringOutcome(frame, train=result, seconds={"train": result.seconds})
+    needy = [g for g in guarded if isinstance(g.scorer, EnsembleScorer)]
+    if needy:
+        ens = train_ensemble(pixels, labels, num_classes, config, ensemble or EnsembleConfig(), device, progress)
+        outcome.ensemble, outcome.seconds["ensemble"] = ens, ens.seconds
+        for g in needy:
+            assert isinstance(g.scorer, EnsembleScorer)
+            g.scorer.attach(ens)
     suggested: np.ndarray | None = None
     for g in guarded:
         name = g.scorer.name

@@ -1,0 +1,114 @@
+"""The subset ensemble: in/out bookkeeping, coverage, and what the memorization estimators read from it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from memclean.ensemble import Ensemble, EnsembleConfig, coverage_members, out_mask, train_ensemble
+from memclean.errors import MemcleanError
+from memclean.noise import inject
+from memclean.scores import create, score_dataset
+from memclean.train import TrainConfig, select_device
+
+CPU = select_device("cpu")
+
+
+def _logits_for(predictions: np.ndarray, confidence: float = 4.0, classes: int = 3) -> np.ndarray:
+    """K×N×C logits whose argmax is ``predictions`` (K×N)."""
+    z = np.zeros((*predictions.shape, classes), np.float16)
+    np.put_along_axis(z, predictions[..., None], confidence, axis=2)
+    return z
+
+
+def test_in_out_arithmetic_on_a_hand_computable_toy():
+    # 4 members, 3 samples, all labelled 0.
+    in_mask = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1], [0, 0, 1]], bool)
+    predictions = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0], [1, 1, 0]])
+    ens = Ensemble(in_mask, _logits_for(predictions), np.zeros(3, np.int64))
+    # Sample 0: in members 0,1 (both correct), out 2,3 (both wrong) -> memorization 1 - 0 = 1.
+    # Sample 1: in 0,2 (correct, correct), out 1,3 (wrong, wrong) -> 1.
+    # Sample 2: in 1,2,3 (correct x3), out 0 (wrong) -> 1 - 0 = 1; with sample 2 out of member 0 only.
+    fz = create("fz_memorization")
+    fz.attach(ens)
+    np.testing.assert_allclose(fz.result().scores, [1.0, 1.0, 1.0])
+    # Make sample 1 generalise: member 1 (out) predicts it right -> 1 - 1/2.
+    predictions[1, 1] = 0
+    ens = Ensemble(in_mask, _logits_for(predictions), np.zeros(3, np.int64))
+    fz.attach(ens)
+    np.testing.assert_allclose(fz.result().scores, [1.0, 0.5, 1.0])
+    inside, n_in = ens.mean_where(ens.correct(), inside=True)
+    outside, n_out = ens.mean_where(ens.correct(), inside=False)
+    np.testing.assert_array_equal(n_in, [2, 2, 3])
+    np.testing.assert_array_equal(n_out, [2, 2, 1])
+    np.testing.assert_allclose(inside, [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(outside, [0.0, 0.5, 0.0])
+    # C-score on correctness: 1 - held-out accuracy.
+    cs = create("cscore", {"signal": "correct"})
+    cs.attach(ens)
+    np.testing.assert_allclose(cs.result().scores, [1.0, 0.5, 1.0])
+    # Out-of-sample probabilities average only the members that did not train on the sample.
+    oos = ens.out_of_sample_probabilities()
+    p = ens.probabilities()
+    np.testing.assert_allclose(oos[2], p[0, 2])
+    np.testing.assert_allclose(oos[0], (p[2, 0] + p[3, 0]) / 2)
+
+
+@pytest.mark.parametrize("ratio", [0.5, 0.7, 0.9])
+def test_every_sample_is_in_and_out_and_members_do_not_depend_on_k(ratio):
+    k = coverage_members(ratio)
+    config = EnsembleConfig(members=k, subset_ratio=ratio, seed=4)
+    out = out_mask(5000, config)
+    assert out.any(axis=0).all() and (~out).any(axis=0).all()
+    assert np.allclose(out.mean(axis=1), 1 - ratio, atol=0.03)  # each member trains on ~ratio of the samples
+    more = out_mask(5000, EnsembleConfig(members=k + 7, subset_ratio=ratio, seed=4))
+    np.testing.assert_array_equal(more[:k], out)  # member k is the same whatever K is
+    assert not np.array_equal(out_mask(5000, EnsembleConfig(members=k, subset_ratio=ratio, seed=5)), out)
+
+
+def test_too_few_members_is_one_line():
+    pixels = np.zeros((10, 1, 8, 8), np.uint8)
+    with pytest.raises(MemcleanError, match=r"use at least \d+"):
+        train_ensemble(pixels, np.arange(10) % 2, 2, TrainConfig(epochs=1), EnsembleConfig(members=2), CPU)
+
+
+def test_memorized_mislabels_score_high_and_no_ensemble_unless_asked():
+    digits = load_digits()
+    n = 400
+    pixels = (digits.images[:n] * (255 / 16)).astype(np.uint8)[:, None]
+    labels = digits.target[:n].astype(np.int64)
+    noisy = inject(labels, 10, "symmetric", 0.05, seed=1)
+    flipped = noisy != labels
+    config = TrainConfig(epochs=24, batch_size=32, width=16, seed=0)
+    scorers = {"fz_memorization": {}, "cscore": {}, "aum": {}}
+    out = score_dataset(pixels, noisy, 10, scorers, config, CPU, ensemble=EnsembleConfig(members=6, epochs=24))
+    assert out.ensemble is not None and out.ensemble.members == 6
+    for name in ("fz_memorization", "cscore"):
+        scores = out.scores[f"{name}_score"].to_numpy()
+        top = np.argsort(-scores, kind="stable")[: flipped.sum()]
+        assert flipped[top].mean() >= 0.6, (name, flipped[top].mean())
+    # Memorised only when in: the members that trained on a flipped sample mostly fit its wrong label.
+    inside, _ = out.ensemble.mean_where(out.ensemble.correct(), inside=True)
+    outside, _ = out.ensemble.mean_where(out.ensemble.correct(), inside=False)
+    assert inside[flipped].mean() > 0.5 > outside[flipped].mean()
+    plain = score_dataset(pixels, noisy, 10, {"aum": {}}, TrainConfig(epochs=2, width=8), CPU)
+    assert plain.ensemble is None
+
+
+def test_the_ensemble_artifact_round_trips_byte_identically(tmp_path):
+    from memclean.ensemble import load_ensemble, save_ensemble
+
+    in_mask = np.array([[1, 0, 1], [0, 1, 1]], bool)
+    ens = Ensemble(in_mask, _logits_for(np.array([[0, 1, 2], [2, 1, 0]])), np.array([0, 1, 2]))
+    save_ensemble(ens, tmp_path / "a.npy", 3, 3)
+    save_ensemble(ens, tmp_path / "b.npy", 3, 3)
+    assert (tmp_path / "a.npy").read_bytes() == (tmp_path / "b.npy").read_bytes()
+    back = load_ensemble(tmp_path / "a.npy", ens.labels)
+    assert back is not None
+    np.testing.assert_array_equal(back.in_mask, in_mask)
+    np.testing.assert_array_equal(back.logits, ens.logits)
+    save_ensemble(None, tmp_path / "none.npy", 3, 3)
+    assert load_ensemble(tmp_path / "none.npy", ens.labels) is None
+    with pytest.raises(MemcleanError, match="not an ensemble of these 4 samples"):
+        load_ensemble(tmp_path / "a.npy", np.arange(4))
