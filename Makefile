@@ -36,9 +36,10 @@ run: $(STAMP)
 	@echo "  samples      $(CURDIR)/data/interim/samples.parquet  (+ pixels.npy)"
 	@echo "  duplicates   $(CURDIR)/data/interim/duplicates.parquet"
 	@echo "  scores       $(CURDIR)/data/interim/scores.parquet"
-	@echo "  validation   $(CURDIR)/data/reports/validation.json  (ROC curves in data/reports/roc/)"
+	@echo "  validation   $(CURDIR)/data/reports/validation.json  (ROC curves of every scorer in data/reports/roc.csv)"
 	@echo "  manifest     $(CURDIR)/data/clean/manifest.parquet  (the cleaned dataset artifact)"
 	@echo "  report       $(CURDIR)/data/reports/audit.html  (+ audit.md, metrics.json)"
+	@echo "  timings      $(CURDIR)/data/reports/timings/  (wall-clock figures, no stage depends on them)"
 	@echo "  metrics      .venv/bin/dvc metrics show; plots: .venv/bin/dvc plots show"
 
 test: $(STAMP) lint
