@@ -78,9 +78,8 @@ from memclean.errors import MemcleanError
 from memclean.metrics import detection_metrics
 from memclean.noise import inject
 from memclean.scores import COMBINED, default_scorers, score_dataset
-from memclean.scores.base import softmax
 from memclean.scores.curvature import curvature_pass
-from memclean.train import Checkpoint, DeviceData, TrainConfig, evaluate, select_device, train
+from memclean.train import Checkpoint, DeviceData, TrainConfig, evaluate, select_device, softmax, train
 
 log = logging.getLogger("bench.scoring")
 

@@ -36,7 +36,7 @@ from pydantic import ConfigDict, Field
 from memclean.errors import MemcleanError
 from memclean.io import atomic_path
 from memclean.progress import Progress, no_progress
-from memclean.train import Checkpoint, TrainConfig, evaluate, to_device, train
+from memclean.train import Checkpoint, TrainConfig, evaluate, softmax, to_device, train
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +112,7 @@ class Ensemble:
 
     def probabilities(self) -> np.ndarray:
         """K×N×C softmax probabilities (float64)."""
-        z = self.logits.astype(np.float64)
-        z -= z.max(axis=2, keepdims=True)
-        np.exp(z, out=z)
-        z /= z.sum(axis=2, keepdims=True)
-        return z
+        return softmax(self.logits)
 
     def given_probability(self) -> np.ndarray:
         """K×N probability each member gives the sample's label."""
@@ -180,7 +176,7 @@ def train_ensemble(
     progress
         Optional progress wrapper over the members.
     train_member
-        The training function (:func:`memclean.train.train`).
+        The training function (:func:`memclean.train.train`; ``bench/ensemble.py`` wraps it to time members).
 
     Returns
     -------

@@ -80,6 +80,15 @@ class TrainConfig:
         return eps
 
 
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, in float64 (logits of any leading shape)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
+
+
 def select_device(name: str | None = "auto") -> torch.device:
     """``auto`` → CUDA when available, else CPU; otherwise ``torch.device(name)``."""
     if name in (None, "", "auto"):

@@ -157,12 +157,3 @@ def scorer_class(name: str) -> type[Scorer]:
 def create(name: str, params: Mapping[str, Any] | None = None) -> Scorer:
     """Instantiate a registered scorer with its defaults merged with ``params``."""
     return scorer_class(name)(**dict(params or {}))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax in float64."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z

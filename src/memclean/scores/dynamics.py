@@ -21,8 +21,8 @@ import numpy as np
 import pydantic
 from pydantic import Field
 
-from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register, softmax
-from memclean.train import Checkpoint
+from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
+from memclean.train import Checkpoint, softmax
 
 
 def _given(cp: Checkpoint) -> np.ndarray:
