@@ -49,7 +49,7 @@ Usage (from the repository root)::
 
     .venv/bin/python bench/ensemble.py [--datasets mnist,fashion,cifar10] [--subset N] [--epochs E]
         [--width W] [--members K] [--cost-members 8,16] [--skip-cost] [--skip-detection] [--device DEVICE]
-        [--threads T] [--skip-cleanlab] [--out FILE]
+        [--threads T] [--skip-cleanlab] [--crop-padding P] [--flip] [--out FILE]
 
 The defaults (2,000 images per dataset, 12 epochs, width 16, K = 8; cost at K = 8 and 16) are sized
 for about 8 minutes on an idle 2-core CPU with MNIST and CIFAR-10 present (estimated from the
@@ -572,6 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--skip-cleanlab", action="store_true", help="leave the cleanlab reference out")
+    p.add_argument("--crop-padding", type=int, default=0, help="trainer augmentation: random crop padding (0 = off)")
+    p.add_argument("--flip", action="store_true", help="trainer augmentation: random horizontal flips")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"JSON file (default {DEFAULT_OUT.relative_to(REPO)})")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -594,7 +596,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = select_device(args.device)
         scorers = all_scorers()
-        config = TrainConfig(epochs=args.epochs, width=args.width, seed=SEED)
+        config = TrainConfig(
+            epochs=args.epochs, width=args.width, seed=SEED, crop_padding=args.crop_padding, flip=args.flip
+        )
         ens_config = EnsembleConfig(members=args.members, subset_ratio=SUBSET_RATIO, seed=SEED)
     except (MemcleanError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
         log.error("bench/ensemble.py: error: %s", str(exc).splitlines()[0])

@@ -13,8 +13,14 @@ files were edited; ``n/a`` outside a git checkout) and the validated value of
 every params section (``data/interim/params/<section>.json``, written by the
 ``params`` stage).
 
+Two sections come from files the ``score`` stage writes: the strongest train →
+held-out influence pairs (``influence.parquet``, empty when ``fz_influence`` did
+not run) and confident learning's estimated noise matrix (``noise_matrix.json``,
+whose label-error count and noise rate also go into ``metrics.json``).
+
 The manifest, ``pixels.npy`` and ``duplicates.parquet`` are required; a missing
-JSON report, params file or ROC file only leaves its part of the page as ``n/a``.
+JSON report, params file, ROC file, influence table or noise matrix (e.g. from an
+older run) only leaves its part of the page as ``n/a`` / not available.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ from memclean.io import (
 )
 from memclean.options import SECTIONS
 from memclean.report import ReportInputs, ReportOptions, build_report
-from memclean.schema import DUPLICATES_SCHEMA
+from memclean.schema import DUPLICATES_SCHEMA, INFLUENCE_SCHEMA
 from memclean.scores import describe
 
 #: Tracked paths whose uncommitted edits mark the commit "+ uncommitted changes" (not dvc.lock or
@@ -74,6 +80,14 @@ def _read_roc(path: Path) -> dict[str, pd.DataFrame]:
     return {
         str(name): part[["fpr", "tpr"]].reset_index(drop=True) for name, part in frame.groupby("scorer", sort=False)
     }
+
+
+def _read_influence(path: Path) -> pd.DataFrame | None:
+    """``fz_influence``'s pairs from the score stage; ``None`` (with a warning) when the file does not exist."""
+    if not path.exists():
+        project.log.warning("%s not found: the report shows the influence pairs as not available", path)
+        return None
+    return read_parquet(path, INFLUENCE_SCHEMA)
 
 
 def _git(*args: str, consequence: str) -> str | None:
@@ -182,6 +196,8 @@ def main() -> None:
         root=origin["root"],
         commit=git_commit(),
         params=_read_params(),
+        influence=_read_influence(project.INFLUENCE),
+        noise_matrix=_read_json(project.NOISE_MATRIX),
     )
     report = build_report(inputs, options)
     _write_text(report.html, project.AUDIT_HTML)

@@ -1,28 +1,42 @@
 """DVC stage ``score``: memorization scores on the dataset's own labels.
 
 Outputs ``data/interim/scores.parquet`` (``sample_id``, ``<scorer>_score``
-columns, higher = more suspicious, and ``suggested_label``), the subset
-ensemble's in-mask and logits ``data/interim/ensemble.npy`` (no member when no
-enabled scorer needs one), the report ``data/reports/score.json`` and the
-timings ``data/reports/timings/score.json``.
+columns, higher = more suspicious, ``suggested_label``, and the scorers' extra
+columns such as ``fz_memorization_se``), the subset ensemble
+``data/interim/ensemble.npy`` (no member when no enabled scorer needs one), the
+strongest influence pairs ``data/reports/influence.parquet`` (empty unless
+``fz_influence`` runs), confident learning's estimated noise matrix
+``data/reports/noise_matrix.json``, the report ``data/reports/score.json`` and
+the timings ``data/reports/timings/score.json``.
 """
 
 from __future__ import annotations
 
 from memclean import project
+from memclean.artifacts import influence_frame, noise_matrix_report
 from memclean.ensemble import save_ensemble
 from memclean.io import params_digest, write_json, write_parquet
-from memclean.schema import scores_schema
+from memclean.schema import INFLUENCE_SCHEMA, scores_schema
 
 
 def main() -> None:
     params = project.params().score
     ok, pixels, classes = project.load_dataset()
-    outcome = project.run_scoring(ok["label"].to_numpy(dtype="int64"), len(classes), pixels, params)
+    heldout = project.heldout_rows(ok)
+    outcome = project.run_scoring(ok["label"].to_numpy(dtype="int64"), len(classes), pixels, params, heldout)
+    ids = ok["sample_id"].to_numpy()
     frame = outcome.scores.copy()
-    frame.insert(0, "sample_id", ok["sample_id"].to_numpy())
+    frame.insert(0, "sample_id", ids)
+    extra = []
+    for name, columns in outcome.columns.items():
+        for key, values in columns.items():
+            frame[f"{name}_{key}"] = values
+            extra.append(f"{name}_{key}")
     digest = params_digest(params.model_dump(mode="json"))
-    write_parquet(frame, project.SCORES, scores_schema(outcome.scorer_names), metadata={"params_digest": digest})
+    meta = {"params_digest": digest}
+    write_parquet(frame, project.SCORES, scores_schema(outcome.scorer_names, extra), metadata=meta)
+    write_parquet(influence_frame(outcome.tables.get("influence"), ids), project.INFLUENCE, INFLUENCE_SCHEMA, meta)
+    write_json(noise_matrix_report(outcome.tables.get("noise_matrix"), classes), project.NOISE_MATRIX)
     write_json({**outcome.summary(), "samples": len(ok), "params_digest": digest}, project.SCORE_METRICS)
     write_json(outcome.timings(), project.TIMINGS / "score.json")
     save_ensemble(outcome.ensemble, project.ENSEMBLE, len(ok), len(classes))

@@ -19,6 +19,7 @@ from memclean.gate import best_scorer, decide_gate
 from memclean.io import atomic_path, params_digest, read_metadata, read_parquet, write_json, write_parquet
 from memclean.metrics import detection_metrics, roc_points
 from memclean.schema import NOISY_LABELS_SCHEMA, validation_scores_schema
+from memclean.scores import ranks_label_errors
 
 
 def main() -> None:
@@ -29,12 +30,17 @@ def main() -> None:
     if not noisy["sample_id"].equals(ok["sample_id"]):
         raise MemcleanError("noisy_labels.parquet does not match samples.parquet: rerun the inject stage")
     flipped = noisy["is_flipped"].to_numpy()
-    outcome = project.run_scoring(noisy["noisy_label"].to_numpy(dtype="int64"), len(classes), pixels, sparams)
+    noisy_labels = noisy["noisy_label"].to_numpy(dtype="int64")
+    outcome = project.run_scoring(noisy_labels, len(classes), pixels, sparams, project.heldout_rows(ok))
 
     results, curves = {}, []
     for name in outcome.scorer_names:
         scores = outcome.scores[f"{name}_score"].to_numpy()
-        results[name] = {**detection_metrics(flipped, scores), "nonfinite": outcome.nonfinite.get(name, 0)}
+        results[name] = {
+            **detection_metrics(flipped, scores),
+            "nonfinite": outcome.nonfinite.get(name, 0),
+            "ranks_label_errors": ranks_label_errors(name),
+        }
         curves.append(roc_points(flipped, scores).assign(scorer=name)[["scorer", "fpr", "tpr"]])
     with atomic_path(project.ROC) as tmp:  # one file: the curves are published together or not at all
         pd.concat(curves, ignore_index=True).to_csv(tmp, index=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
@@ -112,3 +113,110 @@ def test_the_ensemble_artifact_round_trips_byte_identically(tmp_path):
     assert load_ensemble(tmp_path / "none.npy", ens.labels) is None
     with pytest.raises(MemcleanError, match="not an ensemble of these 4 samples"):
         load_ensemble(tmp_path / "a.npy", np.arange(4))
+
+
+def _digits(n: int = 240) -> tuple[np.ndarray, np.ndarray]:
+    digits = load_digits()
+    return (digits.images[:n] * (255 / 16)).astype(np.uint8)[:, None], digits.target[:n].astype(np.int64)
+
+
+SMALL = TrainConfig(epochs=3, batch_size=32, width=8, seed=1)
+
+
+def test_the_plan_fills_the_budget_but_never_skips_coverage():
+    from memclean.ensemble import members_needed, plan
+
+    trainer = TrainConfig(epochs=20)
+    cpu = plan(10_000, trainer, EnsembleConfig(), CPU)
+    assert cpu.members == max(members_needed(10_000, EnsembleConfig()), int(4.0 / 0.7))
+    assert cpu.cost == pytest.approx(cpu.members * 0.7)
+    gpu = plan(10_000, trainer, EnsembleConfig(), select_device("cpu").__class__("cuda"))
+    assert gpu.members == int(45 / 0.7) == 64
+    half = plan(10_000, trainer, EnsembleConfig(epochs=10, budget=8.0), CPU)
+    assert half.members == int(8.0 / 0.35) and half.epochs == 10
+    tiny = plan(10_000, trainer, EnsembleConfig(budget=0.1), CPU)
+    assert tiny.members == members_needed(10_000, EnsembleConfig())  # coverage wins over the budget
+    with pytest.raises(MemcleanError, match=r"use at least \d+"):
+        plan(10_000, trainer, EnsembleConfig(members=2), CPU)
+
+
+def test_several_subset_ratios_cycle_over_members_and_each_keeps_its_share():
+    config = EnsembleConfig(members=40, subset_ratio=[0.5, 0.8], seed=2)
+    out = out_mask(20_000, config)
+    np.testing.assert_allclose(out[0::2].mean(axis=1), 0.5, atol=0.02)
+    np.testing.assert_allclose(out[1::2].mean(axis=1), 0.2, atol=0.02)
+    # The C-score averages the per-ratio held-out means: a sample right under every 0.5-member
+    # that holds it out and wrong under every 0.8-member scores 1 - (1 + 0) / 2.
+    in_mask = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], bool)  # members 0, 2 at ratio 0.5; 1, 3 at 0.8
+    predictions = np.array([[1, 0], [1, 1], [1, 1], [0, 0]])  # sample 0 out of 1 (right) and 3 (wrong)
+    ens = Ensemble(in_mask, _logits_for(predictions, classes=2), np.zeros(2, np.int64))
+    ens.ratios = np.array([0.5, 0.8, 0.5, 0.8])
+    cs = create("cscore", {"signal": "correct"})
+    cs.attach(ens)
+    # Sample 0: held out by members 1 (0.8, wrong: predicts 1) and 3 (0.8, right) -> ratio 0.8 only: 1 - 1/2.
+    # Sample 1: held out by members 0 (0.5, right) and 2 (0.5, wrong) -> 1 - 1/2.
+    np.testing.assert_allclose(cs.result().scores, [0.5, 0.5])
+    ens.in_mask = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], bool)  # sample 0 out of 0 (0.5) and 1 (0.8)
+    cs.attach(ens)
+    # Sample 0: ratio 0.5 -> member 0 wrong (0); ratio 0.8 -> member 1 wrong (0): C = 0, score 1.
+    # Sample 1: ratio 0.5 -> members 0 (right), 2 (wrong) = 1/2; ratio 0.8 -> none held out: C = 1/2.
+    np.testing.assert_allclose(cs.result().scores, [1.0, 0.5])
+
+
+def test_fz_memorization_has_a_standard_error():
+    in_mask = np.array([[1, 1], [1, 0], [0, 1], [0, 0]], bool)
+    predictions = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
+    ens = Ensemble(in_mask, _logits_for(predictions), np.zeros(2, np.int64))
+    fz = create("fz_memorization")
+    fz.attach(ens)
+    res = fz.result()
+    # Sample 0: in {0, 1}: correct 1, 1 (var 0); out {2, 3}: 0, 0 (var 0) -> mem 1, se 0.
+    # Sample 1: in {0, 2}: 1, 1; out {1, 3}: 0, 0 -> mem 1, se 0.
+    np.testing.assert_allclose(res.scores, [1.0, 1.0])
+    np.testing.assert_allclose(res.columns["se"], [0.0, 0.0])
+    predictions[3, 0] = 0  # sample 0 out: 0 and 1 -> mean 1/2, unbiased variance 1/2
+    ens = Ensemble(in_mask, _logits_for(predictions), np.zeros(2, np.int64))
+    fz.attach(ens)
+    res = fz.result()
+    assert res.scores[0] == pytest.approx(0.5)
+    assert res.columns["se"][0] == pytest.approx(np.sqrt(0.0 / 2 + 0.5 / 2))
+
+
+def test_more_members_reuse_the_cached_ones_bit_for_bit(tmp_path, caplog):
+    pixels, labels = _digits()
+    five = EnsembleConfig(members=5, seed=3)
+    fresh = train_ensemble(pixels, labels, 10, SMALL, five, CPU, cache=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 5
+    with caplog.at_level("INFO", logger="memclean.ensemble"):
+        seven = train_ensemble(pixels, labels, 10, SMALL, EnsembleConfig(members=7, seed=3), CPU, cache=tmp_path)
+    assert "reusing 5 cached member(s), training 2" in caplog.text
+    np.testing.assert_array_equal(seven.logits[:5], fresh.logits)
+    np.testing.assert_array_equal(seven.in_mask[:5], fresh.in_mask)
+    # Without the cache the same seven members come out: a hit is exactly what training gives.
+    plain = train_ensemble(pixels, labels, 10, SMALL, EnsembleConfig(members=7, seed=3), CPU)
+    np.testing.assert_array_equal(plain.logits, seven.logits)
+    # Other labels (or settings) never hit.
+    flipped = labels.copy()
+    flipped[0] = (flipped[0] + 1) % 10
+    with caplog.at_level("INFO", logger="memclean.ensemble"):
+        caplog.clear()
+        train_ensemble(pixels, flipped, 10, SMALL, five, CPU, cache=tmp_path)
+    assert "reusing" not in caplog.text
+
+
+def test_the_dask_executor_gives_the_local_bytes(tmp_path):
+    pytest.importorskip("distributed")
+    from memclean.ensemble import save_ensemble
+
+    pixels, labels = _digits(160)
+    scorers = {"cscore": {}, "fz_memorization": {}}
+    config = EnsembleConfig(members=5, seed=1)
+    local = score_dataset(pixels, labels, 10, scorers, SMALL, CPU, ensemble=config)
+    dask = score_dataset(
+        pixels, labels, 10, scorers, SMALL, CPU, ensemble=EnsembleConfig(members=5, seed=1, executor="dask")
+    )
+    assert local.ensemble is not None and dask.ensemble is not None
+    save_ensemble(local.ensemble, tmp_path / "local.npy", len(labels), 10)
+    save_ensemble(dask.ensemble, tmp_path / "dask.npy", len(labels), 10)
+    assert (tmp_path / "local.npy").read_bytes() == (tmp_path / "dask.npy").read_bytes()
+    pd.testing.assert_frame_equal(local.scores, dask.scores)

@@ -22,11 +22,14 @@ import yaml
 from markupsafe import escape
 
 from conftest import REPO
+from memclean.artifacts import influence_frame, noise_matrix_report
 from memclean.errors import MemcleanError
 from memclean.io import PIXELS_DIGEST_KEY, array_digest, save_npy, write_json, write_parquet
 from memclean.options import SECTIONS, parse_params
 from memclean.report import (
     GATE_FAILED_TEXT,
+    INFLUENCE_ENABLE,
+    INFLUENCE_OFF_TEXT,
     SECTION_IDS,
     Report,
     ReportInputs,
@@ -34,7 +37,7 @@ from memclean.report import (
     build_report,
     image_data_uri,
 )
-from memclean.schema import DUPLICATES_SCHEMA, manifest_schema
+from memclean.schema import DUPLICATES_SCHEMA, INFLUENCE_SCHEMA, manifest_schema
 
 CLASSES = ["zero", "one", "two"]
 SCORERS = ["loss", "aum"]
@@ -47,6 +50,25 @@ PARAMS = {
     "inject": None,
     "report": {"top_suspects": 10, "duplicate_groups": 5},
 }
+#: Confident learning's joint, [given][true]: 4 of 24 labels estimated wrong.
+JOINT = [[7, 1, 0], [0, 6, 2], [1, 0, 7]]
+GHOST = "ghost/9"  # an influencer the manifest does not have
+
+
+def make_influence(ids: list[str]) -> pd.DataFrame:
+    """Pairs by position over ``ids``: held-out rows 20..23 and their training influencers (rank 2 for row 20)."""
+    table = pd.DataFrame(
+        {
+            "target": [20, 20, 21, 22, 23],
+            "source": [3, 6, 5, 2, len(ids) - 1],
+            "rank": [1, 2, 1, 1, 1],
+            "influence": [0.9, 0.2, 0.45, 0.7, 0.1],
+            "se": [0.05, 0.04, 0.1, 0.08, np.nan],
+            "n_in": [10, 10, 9, 11, 8],
+            "n_out": [6, 6, 7, 5, 8],
+        }
+    )
+    return influence_frame(table, np.asarray(ids, dtype=object))
 
 
 def make_inputs(gate_passed: bool = True) -> ReportInputs:
@@ -182,6 +204,8 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
         root="/data/pets",
         commit=COMMIT,
         params=PARAMS,
+        influence=make_influence([*m["sample_id"][:n_ok], GHOST]),
+        noise_matrix=noise_matrix_report(pd.DataFrame(JOINT), CLASSES),
     )
 
 
@@ -406,6 +430,7 @@ def test_every_data_string_is_escaped() -> None:
     m["label_name"] = [classes[int(v)] if pd.notna(v) else None for v in m["label"]]
     dups = inputs.duplicates.assign(sample_id=inputs.duplicates["sample_id"].replace({"train/1": member}))
     failure, method, reason, description = "<svg onload=1>", "<u>phash</u>", "<em>why</em>", "<i>loss</i> & a|b"
+    matrix_class, ghost = "t|<wo>&", "ghost/<i>9</i>|"  # a class name of the noise matrix, an influencer's id
     validation = {**inputs.validation, "run": {**inputs.validation["run"], "failures": {"aum": failure}}}
     validation["gate"] = {**validation["gate"], "reason": reason}
     evil_inputs = replace(
@@ -417,16 +442,23 @@ def test_every_data_string_is_escaped() -> None:
         dedup={**inputs.dedup, "method": method},
         clean={**inputs.clean, "gate": {"passed": True}},
         scorer_descriptions={"loss": description},
+        influence=make_influence([*m["sample_id"][:24], ghost]),
+        noise_matrix=noise_matrix_report(pd.DataFrame(JOINT), [klass, "one", matrix_class]),
     )
     report = build_report(evil_inputs, ReportOptions(top_suspects=10, duplicate_groups=5))
     page, text = report.html, "\n".join(visible_text(report.html))
-    strings = (sample, member, quarantined, klass, detail, failure, method, reason, description)
+    strings = (sample, member, quarantined, klass, detail, failure, method, reason, description, matrix_class, ghost)
     for value in strings:
         assert value not in page, value
         assert str(escape(value)) in page, value
         assert value in text, value
     assert f'title="{escape(sample)}"' in page and f'title="{escape(member)}"' in page
-    for value in (sample, member, quarantined, klass, detail, reason, description):  # what the Markdown shows
+    assert f'title="{escape(ghost)}"' in section_of(page, "influence-pairs")
+    matrix = section_of(page, "noise-matrix")
+    assert f"<th>{escape(klass)}</th>" in matrix and f"<th>{escape(matrix_class)}</th>" in matrix
+    assert sample in html.unescape(section_of(page, "influence-pairs"))  # the rank-1 influencer of train/21
+    shown = (sample, member, quarantined, klass, detail, reason, description, matrix_class, ghost)
+    for value in shown:  # what the Markdown shows
         md = html.escape(value, quote=False).replace("|", "\\|")
         assert md in report.markdown, value
         assert "<" not in value or value not in report.markdown, value
@@ -577,6 +609,117 @@ def test_new_strings_are_escaped() -> None:
         assert "<" not in raw or raw not in report.markdown, raw
 
 
+# --------------------------------------------------------------------------- influence pairs, noise matrix
+
+#: The rank-1 pairs of make_influence, strongest first: (target, source, source split, source label, influence ± se).
+PAIRS = [
+    ("train/20", "train/3", "train", "zero", "0.9000 ± 0.0500"),
+    ("train/22", "train/2", "train", "two", "0.7000 ± 0.0800"),
+    ("train/21", EVIL, "train", "two", "0.4500 ± 0.1000"),
+    ("train/23", GHOST, "n/a", "n/a", "0.1000 ± n/a"),
+]
+
+
+def test_influence_pairs_are_shown_side_by_side(passed: tuple[ReportInputs, Report]) -> None:
+    inputs, report = passed
+    section = html.unescape(section_of(report.html, "influence-pairs"))
+    assert "<h2>Strongest train → held-out influence pairs</h2>" in section
+    pairs = section.split('<div class="pair">')[1:]
+    assert len(pairs) == len(PAIRS)  # one pair per held-out target: its rank-1 influencer only
+    label = dict(zip(inputs.manifest["sample_id"], inputs.manifest["label_name"], strict=True))
+    for i, (pair, (target, source, split, source_label, value)) in enumerate(zip(pairs, PAIRS, strict=True)):
+        assert f"<h3>#{i + 1} · influence {value}</h3>" in pair
+        tiles = pair.split('<figure class="tile')[1:]
+        assert len(tiles) == 2
+        assert f">{target}<" in tiles[0] and "held-out (target)" in tiles[0] and "split test" in tiles[0]
+        assert f"label <b>{label[target]}</b>" in tiles[0]
+        assert f">{source}<" in tiles[1] and "influencer (source)" in tiles[1] and f"split {split}" in tiles[1]
+        assert f"label <b>{source_label}</b>" in tiles[1]
+    assert section.count('src="data:image/png;base64,') == 2 * len(PAIRS) - 1  # the ghost has no image
+    assert 'class="noimg"' in pairs[3].split('<figure class="tile')[2]
+    assert "models with / without the influencer: 10 / 6" in pairs[0]
+    assert ">train/6<" not in section  # a rank-2 influencer
+    assert "dropped: split" in pairs[1].replace("<wbr>", "")  # train/22 leaked from train/2: both dropped
+    md = report.markdown.split("## Strongest train → held-out influence pairs")[1].split("\n## ")[0]
+    header = "| # | held-out (target) | split | label | influencer (source) | split | label | influence ± se |"
+    assert header in md
+    for i, (target, source, split, source_label, value) in enumerate(PAIRS):
+        cells = [str(i + 1), target, "test", label[target], source, split, source_label, value]
+        line = "| " + " | ".join(html.escape(c, quote=False) for c in cells) + " |"
+        assert line in md, line
+    assert "train/6" not in md
+
+
+def test_noise_matrix_is_shown(passed: tuple[ReportInputs, Report]) -> None:
+    _, report = passed
+    section = section_of(report.html, "noise-matrix")
+    assert "scorer <b>confident_learning</b>, on out-of-sample probabilities" in section
+    assert "estimates <b>4</b>" in section and "among 24 labels" in section and "<b>0.1667</b> (16.7%)" in section
+    rows = re.findall(r"<tr>(.*?)</tr>", section, re.S)
+    cells = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, re.S) for row in rows]
+    assert cells[0] == ["given ↓ / true →", *CLASSES, "rows", "noise rate"]
+    for given, counts, row in zip(CLASSES, JOINT, cells[1:], strict=True):
+        off = sum(counts) - counts[CLASSES.index(given)]
+        assert row == [given, *map(str, counts), str(sum(counts)), f"{100 * off / sum(counts):.1f}%"]
+    # Off-diagonal non-zero counts are highlighted, the diagonal and zeros are not.
+    assert len(re.findall(r'<td class="num off">', section)) == 3  # 1 + 2 + 1 estimated errors
+    assert len(re.findall(r'<td class="num diag">', section)) == 3
+    md = report.markdown.split("## Estimated noise matrix")[1].split("\n## ")[0]
+    assert "estimates 4 label errors among 24 labels: noise rate 0.1667 (16.7%)" in md
+    assert "| given ↓ / true → | zero | one | two | rows | noise rate |" in md
+    for line in (
+        "| zero | 7 | **1** | 0 | 8 | 12.5% |",
+        "| one | 0 | 6 | **2** | 8 | 25.0% |",
+        "| two | **1** | 0 | 7 | 8 | 12.5% |",
+    ):
+        assert line in md, line
+    assert report.metrics["estimated_label_errors"] == 4
+    assert report.metrics["noise_rate"] == pytest.approx(4 / 24, abs=1e-6)
+
+
+def test_missing_or_empty_influence_and_noise_matrix(passed: tuple[ReportInputs, Report]) -> None:
+    inputs, _ = passed
+    # No files (a run from before the score stage wrote them): not available, no crash.
+    old = build_report(replace(inputs, influence=None, noise_matrix=None))
+    for page in (old.html, old.markdown):
+        assert "Influence pairs: not available (no influence.parquet" in page
+        assert "Noise matrix: not available (no noise_matrix.json" in page
+    assert old.metrics["estimated_label_errors"] is None and old.metrics["noise_rate"] is None
+    # The scorers did not run: an empty table, and available: false with the reason.
+    empty = influence_frame(None, np.asarray([], dtype=object))
+    assert list(empty.columns) == INFLUENCE_SCHEMA.names and empty.empty
+    off = build_report(replace(inputs, influence=empty, noise_matrix=noise_matrix_report(None, CLASSES)))
+    section = section_of(off.html, "influence-pairs")
+    assert f"<p>{escape(INFLUENCE_OFF_TEXT)} <code>{escape(INFLUENCE_ENABLE)}</code>.</p>" in section
+    assert 'class="pair"' not in section
+    assert f"{INFLUENCE_OFF_TEXT} `score.scorers: {{fz_influence: {{}}}}`." in off.markdown
+    assert "<p>Noise matrix: not available: confident_learning did not run.</p>" in section_of(off.html, "noise-matrix")
+    assert "Noise matrix: not available: confident_learning did not run." in off.markdown
+    assert off.metrics["estimated_label_errors"] is None and off.metrics["noise_rate"] is None
+    json.dumps(off.metrics, allow_nan=False)
+    # A matrix that is not k×k counts is not shown (and does not crash the report).
+    bad = build_report(replace(inputs, noise_matrix={"available": True, "joint": [[1, 2]], "classes": ["a"]}))
+    assert "Noise matrix: not available: the file holds no given × true matrix" in bad.markdown
+    assert bad.metrics["noise_rate"] is None
+
+
+def test_noise_matrix_class_names_are_escaped(passed: tuple[ReportInputs, Report]) -> None:
+    inputs, _ = passed
+    names = ["<script>alert(1)</script>", 'a"|b&c', "<td>x</td>"]
+    report = build_report(replace(inputs, noise_matrix=noise_matrix_report(pd.DataFrame(JOINT), names)))
+    section = section_of(report.html, "noise-matrix")
+    text = "\n".join(visible_text(section))
+    for name in names:
+        assert name not in section, name
+        assert f"<th>{escape(name)}</th>" in section, name
+        assert name in text, name
+    md = report.markdown.split("## Estimated noise matrix")[1].split("\n## ")[0]
+    escaped = [html.escape(n, quote=False).replace("|", "\\|") for n in names]
+    assert "| given ↓ / true → | " + " | ".join(escaped) + " | rows | noise rate |" in md
+    assert f"| {escaped[1]} | 0 | 6 | **2** | 8 | 25.0% |" in md
+    assert "<script>" not in md and "<td>" not in md
+
+
 # --------------------------------------------------------------------------- the stage
 
 
@@ -609,6 +752,10 @@ def write_stage_inputs(work: Path, inputs: ReportInputs) -> None:
     write_json(dict(inputs.dedup), data / "reports/dedup.json")
     write_json(dict(inputs.score), data / "reports/score.json")
     write_json(dict(inputs.clean), data / "reports/clean.json")
+    if inputs.influence is not None:
+        write_parquet(inputs.influence, data / "reports/influence.parquet", INFLUENCE_SCHEMA)
+    if inputs.noise_matrix is not None:
+        write_json(dict(inputs.noise_matrix), data / "reports/noise_matrix.json")
 
 
 def run_report(work: Path, params: dict) -> subprocess.CompletedProcess:
@@ -657,6 +804,22 @@ def test_report_stage_writes_the_outputs(tmp_path):
     again = run_report(tmp_path, {"report": {"top_suspects": 6, "duplicate_groups": 2}})
     assert again.returncode == 0, again.stderr
     assert {name: (reports / name).read_bytes() for name in first} == first
+
+    # The score stage's influence pairs and noise matrix are in the page, the Markdown and the metrics.
+    assert ">train/3<" in section_of(page, "influence-pairs") and "| 1 | train/20 | test |" in md
+    assert '<td class="num off">2</td>' in section_of(page, "noise-matrix") and "| one | 0 | 6 | **2** |" in md
+    assert metrics["estimated_label_errors"] == 4 and metrics["noise_rate"] == pytest.approx(4 / 24, abs=1e-6)
+    # A run from before the score stage wrote them: not available, with a warning each.
+    (reports / "influence.parquet").unlink()
+    (reports / "noise_matrix.json").unlink()
+    old = run_report(tmp_path, {"report": {"top_suspects": 6, "duplicate_groups": 2}})
+    assert old.returncode == 0, old.stderr
+    assert re.search(r"WARNING .*influence\.parquet not found", old.stderr), old.stderr
+    assert re.search(r"WARNING .*noise_matrix\.json not found", old.stderr), old.stderr
+    page = (reports / "audit.html").read_text(encoding="utf-8")
+    assert "Influence pairs: not available" in page and "Noise matrix: not available" in page
+    metrics = json.loads((reports / "metrics.json").read_text())
+    assert metrics["estimated_label_errors"] is None and metrics["noise_rate"] is None
 
 
 def test_report_stage_errors_are_one_line(tmp_path):

@@ -49,7 +49,8 @@ def test_scorer_contract(name, toy, runs):
     assert scores.shape == (N,) and scores.dtype == np.float64
     assert np.isfinite(scores).all()
     np.testing.assert_array_equal(scores, second.scores[f"{name}_score"].to_numpy())
-    assert roc_auc_score(flipped, scores) > 0.6, "higher must mean more suspicious"
+    if name == COMBINED or scorer_class(name).oriented:
+        assert roc_auc_score(flipped, scores) > 0.6, "higher must mean more suspicious"
     assert describe(name)
 
 

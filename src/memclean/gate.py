@@ -58,8 +58,11 @@ class Gate:
 
 
 def best_scorer(results: Mapping[str, Mapping[str, Any]]) -> str | None:
-    """The scorer with the highest AUROC (ties: the later name in sort order); ``None`` when there are none."""
-    ranked = sorted((r.get("auroc") or 0.0, name) for name, r in results.items())
+    """The label-error scorer with the highest AUROC (ties: the later name in sort order); ``None`` if none.
+
+    Scorers whose result says ``ranks_label_errors: false`` (e.g. ``fz_influence``) are not candidates.
+    """
+    ranked = sorted((r.get("auroc") or 0.0, name) for name, r in results.items() if r.get("ranks_label_errors", True))
     return ranked[-1][1] if ranked else None
 
 

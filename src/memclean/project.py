@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from memclean.errors import MemcleanError
 from memclean.io import PIXELS_DIGEST_KEY, clean_stale_temps, load_pair, read_metadata
 from memclean.options import PipelineParams, ScoreParams, load_params
+from memclean.schema import HELDOUT_SPLITS
 from memclean.scores import ScoringOutcome, score_dataset
 from memclean.train import select_device
 
@@ -42,7 +43,8 @@ SAMPLES = INTERIM / "samples.parquet"
 PIXELS = INTERIM / "pixels.npy"
 DUPLICATES = INTERIM / "duplicates.parquet"
 SCORES = INTERIM / "scores.parquet"
-ENSEMBLE = INTERIM / "ensemble.npy"  # K×N records (in, logits) of the subset ensemble; K = 0 when none
+ENSEMBLE = INTERIM / "ensemble.npy"  # K×N records (in, ratio, logits, probes) of the subset ensemble; K = 0 if none
+MEMBER_CACHE = DATA / "cache" / "members"  # trained ensemble members, reused by later runs (not a DVC output)
 NOISY_LABELS = INTERIM / "noisy_labels.parquet"
 VALIDATION_SCORES = INTERIM / "validation_scores.parquet"
 MANIFEST = CLEAN / "manifest.parquet"
@@ -53,6 +55,8 @@ DEDUP_METRICS = REPORTS / "dedup.json"
 SCORE_METRICS = REPORTS / "score.json"
 VALIDATION = REPORTS / "validation.json"
 ROC = REPORTS / "roc.csv"  # scorer, fpr, tpr: every scorer's ROC curve in one file (a DVC plot)
+INFLUENCE = REPORTS / "influence.parquet"  # fz_influence: the strongest influencers of each held-out row
+NOISE_MATRIX = REPORTS / "noise_matrix.json"  # confident learning's estimated given × true label counts
 CLEAN_METRICS = REPORTS / "clean.json"
 AUDIT_HTML = REPORTS / "audit.html"
 AUDIT_MD = REPORTS / "audit.md"
@@ -89,8 +93,15 @@ def load_dataset() -> tuple[pd.DataFrame, np.ndarray, list[str]]:
     return ok, pixels, classes
 
 
-def run_scoring(labels: np.ndarray, num_classes: int, pixels: np.ndarray, params: ScoreParams) -> ScoringOutcome:
-    """One training run of the proxy network on ``labels`` with every scorer of ``params``."""
+def heldout_rows(ok: pd.DataFrame) -> np.ndarray:
+    """N bool: the ``ok`` rows of a held-out split (``test``, ``val``)."""
+    return ok["split"].isin(sorted(HELDOUT_SPLITS)).to_numpy()
+
+
+def run_scoring(
+    labels: np.ndarray, num_classes: int, pixels: np.ndarray, params: ScoreParams, heldout: np.ndarray | None = None
+) -> ScoringOutcome:
+    """One training run of the proxy network on ``labels`` with every scorer of ``params`` (and its ensemble)."""
     return score_dataset(
         pixels,
         labels,
@@ -101,6 +112,8 @@ def run_scoring(labels: np.ndarray, num_classes: int, pixels: np.ndarray, params
         combine=params.combine,
         progress=progress,
         ensemble=params.ensemble,
+        heldout=heldout,
+        cache=MEMBER_CACHE,
     )
 
 
@@ -147,7 +160,8 @@ def run_stage(main: Callable[[], None], name: str) -> None:
         stream=sys.stderr,
     )
     try:
-        removed = clean_stale_temps(*(d for d in (INTERIM, PARAMS_DIR, REPORTS, CLEAN, TIMINGS) if d.is_dir()))
+        folders = (INTERIM, PARAMS_DIR, REPORTS, CLEAN, TIMINGS, MEMBER_CACHE)
+        removed = clean_stale_temps(*(d for d in folders if d.is_dir()))
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted run", len(removed))
         main()

@@ -6,6 +6,7 @@ later stage can rely on the columns and types without re-checking them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 
 import pyarrow as pa
@@ -110,13 +111,32 @@ NOISY_LABELS_SCHEMA = pa.schema(
 )
 
 
-def scores_schema(scorer_names: list[str]) -> pa.Schema:
-    """Schema of ``scores.parquet``: ``sample_id``, one ``<name>_score`` per scorer, ``suggested_label``."""
+def scores_schema(scorer_names: list[str], extra: Sequence[str] = ()) -> pa.Schema:
+    """Schema of ``scores.parquet``: ``sample_id``, one ``<name>_score`` per scorer, ``suggested_label``.
+
+    ``extra`` names more float columns a scorer adds beside its score (``<scorer>_<key>``, e.g.
+    ``fz_memorization_se``); they follow ``suggested_label``.
+    """
     return pa.schema(
         [pa.field("sample_id", pa.string(), nullable=False)]
         + [pa.field(f"{name}_score", pa.float64()) for name in scorer_names]
         + [pa.field("suggested_label", pa.int32())]
+        + [pa.field(name, pa.float64()) for name in extra]
     )
+
+
+#: ``influence.parquet``: for each held-out row, its strongest influencers (``fz_influence``).
+INFLUENCE_SCHEMA = pa.schema(
+    [
+        pa.field("target_id", pa.string(), nullable=False),
+        pa.field("source_id", pa.string(), nullable=False),
+        pa.field("rank", pa.int32(), nullable=False),
+        pa.field("influence", pa.float64()),
+        pa.field("se", pa.float64()),
+        pa.field("n_in", pa.int32(), nullable=False),
+        pa.field("n_out", pa.int32(), nullable=False),
+    ]
+)
 
 
 def validation_scores_schema(scorer_names: list[str]) -> pa.Schema:

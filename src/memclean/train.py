@@ -225,10 +225,11 @@ class Checkpoint:
         return self.index == self.total - 1
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
-        return _autocast(self.device, self.config)
+        return autocast_for(self.device, self.config)
 
 
-def _autocast(device: torch.device, config: TrainConfig) -> contextlib.AbstractContextManager[Any]:
+def autocast_for(device: torch.device, config: TrainConfig) -> contextlib.AbstractContextManager[Any]:
+    """bf16 autocast when ``config.bf16`` asks for it (default: on CUDA only), else a no-op context."""
     use = config.bf16 if config.bf16 is not None else device.type == "cuda"
     if not use:
         return contextlib.nullcontext()
@@ -254,7 +255,7 @@ def evaluate(model: nn.Module, data: DeviceData, config: TrainConfig, device: to
     was_training = model.training
     model.eval()
     out = []
-    with _autocast(device, config):
+    with autocast_for(device, config):
         for start in range(0, len(data), config.eval_batch_size):
             sl = slice(start, start + config.eval_batch_size)
             out.append(model(data.batch(sl)).float())
@@ -333,10 +334,51 @@ def random_crop_flip(x: torch.Tensor, crop_padding: int, flip: bool, generator: 
     return crop_flip(x, offsets[0], offsets[1], mirror)
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+def batch_indices(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One epoch's batches: a random permutation of ``range(n)`` cut into near-equal parts of at most ``batch_size``."""
     perm = torch.randperm(n, generator=generator)
     k = max(1, math.ceil(n / batch_size))
     return [b for b in torch.tensor_split(perm, k) if len(b) > 0]
+
+
+def sgd_epoch(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    data: DeviceData,
+    config: TrainConfig,
+    device: torch.device,
+    opt: torch.optim.Optimizer,
+    schedule: LambdaLR,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One epoch of SGD over ``data`` in random batches; ``forward(idx)`` gives a batch's logits.
+
+    Returns the summed cross-entropy (a device tensor, so the caller decides when to wait for it).
+    """
+    loss_sum = torch.zeros((), device=device)
+    for idx in batch_indices(len(data), config.batch_size, generator):
+        idx = idx.to(device)
+        with autocast_for(device, config):
+            loss = F.cross_entropy(forward(idx).float(), data.labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        schedule.step()
+        loss_sum += loss.detach() * len(idx)
+    return loss_sum
+
+
+def lr_schedule(config: TrainConfig, n: int) -> Callable[[int], float]:
+    """The learning-rate factor per optimiser step for ``n`` samples: linear warm-up, then linear decay to 0."""
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return lr_factor
 
 
 def train(
@@ -400,17 +442,7 @@ def train(
         return random_crop_flip(x, config.crop_padding, config.flip, aug_gen)
 
     n = len(data)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
-    warmup = max(1, int(config.warmup_epochs * steps_per_epoch))
-
-    def lr_factor(step: int) -> float:
-        """Linear warm-up to ``config.lr``, then linear decay to zero."""
-        if step < warmup:
-            return (step + 1) / warmup
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
-
-    schedule = LambdaLR(opt, lr_factor)
+    schedule = LambdaLR(opt, lr_schedule(config, n))
 
     ckpts = config.checkpoints()
     wrap = progress or no_progress
@@ -421,17 +453,7 @@ def train(
     for epoch in wrap(range(1, config.epochs + 1), "train epochs", config.epochs):
         model.train()
         t0 = time.perf_counter()
-        loss_sum = torch.zeros((), device=device)
-        for idx in _batches(n, config.batch_size, gen):
-            idx = idx.to(device)
-            with _autocast(device, config):
-                out = model(data.batch(idx, augment))
-                loss = F.cross_entropy(out.float(), data.labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            schedule.step()
-            loss_sum += loss.detach() * len(idx)
+        loss_sum = sgd_epoch(lambda idx: model(data.batch(idx, augment)), data, config, device, opt, schedule, gen)
         if device.type == "cuda":
             torch.cuda.synchronize()
         train_time += time.perf_counter() - t0

@@ -14,7 +14,7 @@ The HTML page has no external reference of any kind: CSS is inline and every
 image (matplotlib figures, sample thumbnails) is a ``data:image/png;base64``
 URI. Autoescape escapes every string that comes from the data (sample ids,
 file names, class names, reason details, scorer names, the dataset source and
-root, the commit and the parameter values). Sample ids are never shortened: long
+root, the commit, the parameter values and the noise matrix's class names). Sample ids are never shortened: long
 ones wrap. Nothing on the page depends on the time it was made, so the same
 inputs give the same bytes.
 """
@@ -22,6 +22,8 @@ inputs give the same bytes.
 from memclean.report.figures import image_data_uri
 from memclean.report.inputs import (
     GATE_FAILED_TEXT,
+    INFLUENCE_ENABLE,
+    INFLUENCE_OFF_TEXT,
     REASON_TEXT,
     REQUIRED_COLUMNS,
     SECTION_IDS,
@@ -34,6 +36,8 @@ from memclean.report.render import build_report, render_html, render_markdown
 
 __all__ = [
     "GATE_FAILED_TEXT",
+    "INFLUENCE_ENABLE",
+    "INFLUENCE_OFF_TEXT",
     "REASON_TEXT",
     "REQUIRED_COLUMNS",
     "SECTION_IDS",

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
-from memclean.report.facts import Facts, RowCounts, digests, highest_scores, ordered_groups
+from memclean.report.facts import Facts, RowCounts, digests, highest_scores, ordered_groups, strongest_pairs
 from memclean.report.figures import class_balance_figure, histogram_figure, image_data_uri, roc_figure
-from memclean.report.formatting import fixed, flatten, fmt, get, label_name, num, param_value, pct
+from memclean.report.formatting import NA, fixed, flatten, fmt, get, label_name, num, param_value, pct
 from memclean.report.inputs import REASON_TEXT, ReportInputs, ReportOptions
 from memclean.report.model import (
     ClassBalance,
@@ -21,7 +21,13 @@ from memclean.report.model import (
     Header,
     Histograms,
     ImageURI,
+    Influence,
+    InfluencePair,
     Member,
+    NoiseCell,
+    NoiseMatrix,
+    NoiseRow,
+    PairSide,
     ParamsSection,
     Quarantine,
     QuarantineRow,
@@ -76,6 +82,13 @@ class _Builder:
         self.inp, self.opts, self.m, self.f = inp, opts, m, f
         self.classes = list(inp.classes)
         self.gate = _GATE_STATE[f.gate_passed]
+
+    def info(self) -> pd.DataFrame:
+        """The manifest by sample id (first row of a repeated id): what a tile shows of a sample."""
+        info = self.m.set_index("sample_id")[
+            ["row", "keep", "drop_reason", "suspected", "label_name", "label", "split"]
+        ]
+        return info[~info.index.duplicated()]
 
     def thumb(self, row: Any) -> ImageURI:
         """The thumbnail of pixel row ``row`` (``None`` without pixels or row)."""
@@ -257,8 +270,7 @@ class _Builder:
         if dups is not None and not dups.empty and "group_id" in dups.columns:
             ordered = ordered_groups(dups)
             count = len(ordered)
-            info = self.m.set_index("sample_id")[["row", "keep", "drop_reason", "suspected", "label_name"]]
-            info = info[~info.index.duplicated()]
+            info = self.info()
             groups = [
                 self.group(gid, dups[dups["group_id"] == gid], info) for gid in ordered[: self.opts.duplicate_groups]
             ]
@@ -272,6 +284,65 @@ class _Builder:
             max_distance=fmt(get(self.inp.dedup, "max_distance")),
             group_count=count,
             groups=groups,
+        )
+
+    def side(self, sample_id: Any, info: pd.DataFrame) -> PairSide:
+        """One image of an influence pair, described from the manifest."""
+        meta = info.loc[sample_id] if sample_id in info.index else None
+        if meta is None:
+            return PairSide(fmt(sample_id), fmt(None), fmt(None), None, None)
+        label = meta["label_name"] if isinstance(meta["label_name"], str) else label_name(meta["label"], self.classes)
+        return PairSide(
+            sample_id=fmt(sample_id),
+            split=fmt(meta["split"]),
+            label=fmt(label),
+            image=self.thumb(meta["row"]),
+            status=self.status(bool(meta["keep"]), meta["drop_reason"], bool(meta["suspected"])),
+        )
+
+    def influence(self) -> Influence:
+        found = strongest_pairs(self.inp.influence, self.opts.influence_pairs)
+        if found is None:
+            return Influence("missing", [], fmt(None))
+        top, targets = found
+        if not targets:
+            return Influence("off", [], fmt(0))
+        info = self.info()
+        pairs = [
+            InfluencePair(
+                position=i + 1,
+                influence=fixed(r["influence"]),
+                se=fixed(r["se"]),
+                n_in=fmt(r["n_in"]),
+                n_out=fmt(r["n_out"]),
+                target=self.side(r["target_id"], info),
+                source=self.side(r["source_id"], info),
+            )
+            for i, (_, r) in enumerate(top.iterrows())
+        ]
+        return Influence("shown", pairs, fmt(targets))
+
+    def noise_matrix(self) -> NoiseMatrix:
+        nf = self.f.noise
+        if nf is None or not nf.available:
+            state: Literal["unavailable", "missing"] = "missing" if nf is None else "unavailable"
+            scorer = fmt(nf.scorer if nf is not None else None)
+            return NoiseMatrix(state, fmt(nf.reason if nf else None), scorer, [], [], NA, NA, NA, NA)
+        rows = []
+        for g, (name, counts) in enumerate(zip(nf.classes, nf.joint, strict=True)):
+            cells = [NoiseCell(fmt(c), diagonal=g == t, off=g != t and c > 0) for t, c in enumerate(counts)]
+            total = sum(counts)
+            rows.append(NoiseRow(fmt(name), cells, fmt(total), pct(total - counts[g], total)))
+        return NoiseMatrix(
+            state="shown",
+            reason="",
+            scorer=fmt(nf.scorer),
+            classes=[fmt(c) for c in nf.classes],
+            rows=rows,
+            total=fmt(nf.total),
+            errors=fmt(nf.errors),
+            noise_rate=fmt(nf.rate),
+            noise_share=pct(nf.errors, nf.total) if nf.errors is not None else NA,
         )
 
     def quarantine(self) -> Quarantine | None:
@@ -347,7 +418,9 @@ def build_view(inputs: ReportInputs, options: ReportOptions, manifest: pd.DataFr
         validation=b.validation(),
         histograms=b.histograms(),
         top_suspects=b.top_suspects(),
+        noise_matrix=b.noise_matrix(),
         duplicates=b.duplicates(),
+        influence=b.influence(),
         quarantine=b.quarantine(),
         run=b.run(),
         digests=list(digests(inputs).items()),

@@ -13,7 +13,7 @@ import pandas as pd
 from memclean.errors import MemcleanError
 from memclean.report.formatting import NA, get, label_name, num
 from memclean.report.inputs import REQUIRED_COLUMNS, ReportInputs
-from memclean.schema import HELDOUT_SPLITS, Reason
+from memclean.schema import HELDOUT_SPLITS, INFLUENCE_SCHEMA, Reason
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,131 @@ def split_counts(m: pd.DataFrame) -> dict[str, RowCounts]:
     return out
 
 
+#: The scorer that writes ``noise_matrix.json`` (when the file does not name one).
+NOISE_MATRIX_SCORER = "confident_learning"
+
+
+@dataclass(frozen=True)
+class NoiseFacts:
+    """Confident learning's estimated noise matrix, checked.
+
+    ``available`` is false when the scorer did not run or the file holds no
+    usable matrix (``reason`` says why); then ``classes`` and ``joint`` are
+    empty and ``errors``/``rate`` are ``None``. ``joint[g][t]`` counts the
+    rows given class ``g`` whose true class is estimated to be ``t``.
+    """
+
+    available: bool
+    reason: str | None
+    scorer: str
+    classes: list[str]
+    joint: list[list[int]]
+    errors: int | None
+    rate: float | None
+
+    @property
+    def total(self) -> int:
+        """Rows the matrix counts."""
+        return sum(map(sum, self.joint))
+
+
+def _count(value: Any) -> int | None:
+    """A non-negative whole count (``3`` or ``3.0``), else ``None``."""
+    number = num(value)
+    return int(number) if number is not None and number >= 0 and number == int(number) else None
+
+
+def _square_counts(joint: Any) -> list[list[int]] | None:
+    """``joint`` as a k×k list of non-negative integer counts (k ≥ 1); ``None`` when it is not one."""
+    if not isinstance(joint, list) or not joint:
+        return None
+    out = []
+    for row in joint:
+        if not isinstance(row, list) or len(row) != len(joint):
+            return None
+        counts = [_count(v) for v in row]
+        if any(c is None for c in counts):
+            return None
+        out.append([int(c) for c in counts if c is not None])
+    return out
+
+
+def noise_facts(report: Mapping[str, Any] | None, classes: list[str]) -> NoiseFacts | None:
+    """Check ``noise_matrix.json`` (:func:`memclean.artifacts.noise_matrix_report`).
+
+    Parameters
+    ----------
+    report
+        The JSON object, or ``None`` when the file is missing.
+    classes
+        The manifest's class names: the matrix's names when the file has none (or a different number).
+
+    Returns
+    -------
+    NoiseFacts or None
+        ``None`` for a missing file. The label-error count and noise rate are
+        the file's, else computed from the matrix.
+    """
+    if report is None:
+        return None
+    scorer = get(report, "scorer")
+    scorer = str(scorer) if scorer is not None else NOISE_MATRIX_SCORER
+    if get(report, "available") is not True:
+        reason = get(report, "reason")
+        return NoiseFacts(False, str(reason) if reason is not None else None, scorer, [], [], None, None)
+    joint = _square_counts(get(report, "joint"))
+    if joint is None:
+        log.warning("noise_matrix.json has no k×k matrix of counts: the report shows it as not available")
+        return NoiseFacts(False, "the file holds no given × true matrix of counts", scorer, [], [], None, None)
+    k = len(joint)
+    names = get(report, "classes")
+    if not (isinstance(names, list) and len(names) == k):
+        names = classes if len(classes) == k else [str(i) for i in range(k)]
+    total = sum(map(sum, joint))
+    errors = _count(get(report, "estimated_label_errors"))
+    if errors is None:
+        errors = total - sum(joint[i][i] for i in range(k))
+    rate = num(get(report, "noise_rate"))
+    if rate is None and total:
+        rate = errors / total
+    return NoiseFacts(True, None, scorer, [str(c) for c in names], joint, errors, rate)
+
+
+def strongest_pairs(influence: pd.DataFrame | None, n: int) -> tuple[pd.DataFrame, int] | None:
+    """The ``n`` strongest influence pairs: each target's rank-1 source, highest influence first.
+
+    Parameters
+    ----------
+    influence
+        ``influence.parquet`` (the columns of :data:`memclean.schema.INFLUENCE_SCHEMA`), or ``None``.
+    n
+        How many pairs.
+
+    Returns
+    -------
+    (pandas.DataFrame, int) or None
+        The pairs (influence ties and NaN influence last, by target id) and the
+        number of targets with a pair; ``None`` when the table is missing or
+        lacks a column (logged).
+    """
+    if influence is None:
+        return None
+    missing = [c for c in INFLUENCE_SCHEMA.names if c not in influence.columns]
+    if missing:
+        log.warning("the influence table lacks columns %s: the report shows it as not available", missing)
+        return None
+    if influence.empty:
+        return influence.iloc[:0], 0
+    table = influence.reset_index(drop=True)
+    best = table[table["rank"] == table.groupby("target_id")["rank"].transform("min")]
+    best = best.drop_duplicates("target_id")  # the first row of a tied rank
+    values = pd.to_numeric(best["influence"], errors="coerce").astype(np.float64)
+    ordered = best.assign(_v=values.fillna(-np.inf)).sort_values(
+        ["_v", "target_id"], ascending=[False, True], kind="stable"
+    )
+    return ordered.drop(columns="_v").head(n), len(best)
+
+
 @dataclass
 class Facts:
     """Raw (unformatted) counts and settings of one cleaning run; ``None`` = unknown."""
@@ -101,6 +226,7 @@ class Facts:
     near_groups: int | None
     conflict_groups: int | None
     cross_groups: int | None
+    noise: NoiseFacts | None = None
 
     @property
     def total(self) -> RowCounts:
@@ -261,6 +387,7 @@ def compute_facts(inp: ReportInputs, m: pd.DataFrame) -> Facts:
         near_groups=near,
         conflict_groups=conflict,
         cross_groups=cross,
+        noise=noise_facts(inp.noise_matrix, classes),
     )
     for key, mine in (("rows", facts.rows), ("kept", facts.kept), ("dropped", facts.dropped)):
         theirs = get(inp.clean, key)
@@ -388,4 +515,6 @@ def metrics(f: Facts, inp: ReportInputs) -> dict[str, Any]:
         "cross_split_groups": f.cross_groups,
         "split_leaks_dropped": f.by_reason.get(Reason.SPLIT_LEAK.value, 0),
         "classes": len(inp.classes) if inp.classes else len(f.class_before),
+        "estimated_label_errors": f.noise.errors if f.noise is not None else None,
+        "noise_rate": f.noise.rate if f.noise is not None else None,
     }

@@ -23,7 +23,9 @@ SECTION_IDS: tuple[str, ...] = (
     "validation",
     "score-histograms",
     "top-suspects",
+    "noise-matrix",
     "duplicate-groups",
+    "influence-pairs",
     "quarantined",
     "run",
     "params",
@@ -31,6 +33,12 @@ SECTION_IDS: tuple[str, ...] = (
 
 #: Sentence shown (HTML and Markdown) when the validation gate failed.
 GATE_FAILED_TEXT = "The validation gate FAILED: nothing was dropped by score."
+
+#: Line shown (HTML and Markdown) when ``influence.parquet`` is empty: how to turn the scorer on.
+INFLUENCE_OFF_TEXT = "fz_influence did not run: no influence pairs. Enable it in params.yaml with"
+
+#: The params setting that enables ``fz_influence`` (shown after :data:`INFLUENCE_OFF_TEXT`).
+INFLUENCE_ENABLE = "score.scorers: {fz_influence: {}}"
 
 #: Columns the manifest must have for a report to be made.
 REQUIRED_COLUMNS: tuple[str, ...] = ("sample_id", "status", "keep")
@@ -96,6 +104,16 @@ class ReportInputs:
         The validated values of each params section (``section -> values``,
         nested mappings allowed), shown as dotted keys in the Params section;
         a section mapped to ``None`` shows as n/a.
+    influence
+        ``fz_influence``'s influence pairs (``influence.parquet``: the columns of
+        :data:`memclean.schema.INFLUENCE_SCHEMA`, sample ids as in the manifest).
+        Empty: the scorer did not run (the page says how to enable it);
+        ``None``: no such file (an older run), shown as not available.
+    noise_matrix
+        Confident learning's estimated noise matrix (``noise_matrix.json``:
+        ``available``, ``classes``, ``joint`` given × true counts,
+        ``estimated_label_errors``, ``noise_rate``...; or ``available: false``
+        with a ``reason``). ``None``: no such file, shown as not available.
     """
 
     manifest: pd.DataFrame
@@ -114,6 +132,8 @@ class ReportInputs:
     root: str | None = None
     commit: str | None = None
     params: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
+    influence: pd.DataFrame | None = None
+    noise_matrix: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -128,14 +148,17 @@ class ReportOptions:
         Duplicate groups shown side by side.
     max_quarantined
         Rows of the quarantine table (the total is always given).
+    influence_pairs
+        Strongest train → held-out influence pairs shown side by side.
     """
 
     top_suspects: int = 48
     duplicate_groups: int = 12
     max_quarantined: int = 200
+    influence_pairs: int = 12
 
     def __post_init__(self) -> None:
-        for name in ("top_suspects", "duplicate_groups", "max_quarantined"):
+        for name in ("top_suspects", "duplicate_groups", "max_quarantined", "influence_pairs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise MemcleanError(f"report.{name} must be a non-negative integer; got {value!r}")

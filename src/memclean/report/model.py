@@ -215,6 +215,85 @@ class Duplicates:
 
 
 @dataclass(frozen=True)
+class PairSide:
+    """One image of an influence pair: the held-out target or its training source.
+
+    ``label`` is the given class name; ``split``, ``label``, ``image`` and
+    ``status`` are n/a / ``None`` for a sample outside the manifest.
+    """
+
+    sample_id: str
+    split: str
+    label: str
+    image: ImageURI
+    status: Status | None
+
+
+@dataclass(frozen=True)
+class InfluencePair:
+    """A held-out image and the training image that most carries its prediction (Feldman & Zhang)."""
+
+    position: int
+    influence: str
+    se: str
+    n_in: str
+    n_out: str
+    target: PairSide
+    source: PairSide
+
+
+@dataclass(frozen=True)
+class Influence:
+    """``fz_influence``'s strongest pairs.
+
+    ``state``: ``shown`` (pairs, perhaps none), ``off`` (the table is empty:
+    the scorer did not run) or ``missing`` (no table: an older run).
+    """
+
+    state: Literal["shown", "off", "missing"]
+    pairs: list[InfluencePair]
+    targets: str
+
+
+@dataclass(frozen=True)
+class NoiseCell:
+    """One count of the noise matrix; ``off`` for a non-zero count off the diagonal (a label error)."""
+
+    count: str
+    diagonal: bool
+    off: bool
+
+
+@dataclass(frozen=True)
+class NoiseRow:
+    """The row of one given class: its counts by estimated true class, its total and its noise rate."""
+
+    given: str
+    cells: list[NoiseCell]
+    total: str
+    noise_rate: str
+
+
+@dataclass(frozen=True)
+class NoiseMatrix:
+    """Confident learning's estimated given × true matrix.
+
+    ``state``: ``shown``, ``unavailable`` (the scorer did not run or the file is
+    unusable: ``reason``) or ``missing`` (no file: an older run).
+    """
+
+    state: Literal["shown", "unavailable", "missing"]
+    reason: str
+    scorer: str
+    classes: list[str]
+    rows: list[NoiseRow]
+    total: str
+    errors: str
+    noise_rate: str
+    noise_share: str
+
+
+@dataclass(frozen=True)
 class QuarantineRow:
     """One row quarantined at ingest."""
 
@@ -275,7 +354,9 @@ class ReportView:
     validation: Validation
     histograms: Histograms
     top_suspects: list[Suspect] | None
+    noise_matrix: NoiseMatrix
     duplicates: Duplicates
+    influence: Influence
     quarantine: Quarantine | None
     run: Run
     digests: list[tuple[str, str]]

@@ -14,10 +14,25 @@ from markupsafe import Markup, escape
 
 from memclean.report.build import build_view
 from memclean.report.facts import compute_facts, metrics, prepare_manifest
-from memclean.report.inputs import GATE_FAILED_TEXT, SECTION_IDS, Report, ReportInputs, ReportOptions
+from memclean.report.inputs import (
+    GATE_FAILED_TEXT,
+    INFLUENCE_ENABLE,
+    INFLUENCE_OFF_TEXT,
+    SECTION_IDS,
+    Report,
+    ReportInputs,
+    ReportOptions,
+)
 from memclean.report.model import ReportView
 
 log = logging.getLogger(__name__)
+
+#: The fixed sentences both templates show.
+_TEXTS = {
+    "gate_failed_text": GATE_FAILED_TEXT,
+    "influence_off_text": INFLUENCE_OFF_TEXT,
+    "influence_enable": INFLUENCE_ENABLE,
+}
 
 #: Link text of each section in the page's navigation bar (same order as ``SECTION_IDS``).
 NAV_TITLES: tuple[str, ...] = (
@@ -26,7 +41,9 @@ NAV_TITLES: tuple[str, ...] = (
     "Validation",
     "Scores",
     "Top suspects",
+    "Noise matrix",
     "Duplicates",
+    "Influence",
     "Quarantine",
     "Run",
     "Params",
@@ -69,7 +86,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     Parameters
     ----------
     header
-        Column titles.
+        Column titles (escaped too; they may repeat).
     rows
         Cells, row by row.
 
@@ -78,8 +95,9 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     str
         The table without a trailing newline; cells are not padded or re-parsed as numbers.
     """
-    frame = pd.DataFrame([[markdown_text(c) for c in row] for row in rows], columns=list(header), dtype=object)
-    return frame.to_markdown(index=False, stralign=None, numalign=None, disable_numparse=True)
+    titles = [markdown_text(c) for c in header]
+    frame = pd.DataFrame([[markdown_text(c) for c in row] for row in rows], columns=range(len(titles)), dtype=object)
+    return frame.to_markdown(index=False, headers=titles, stralign=None, numalign=None, disable_numparse=True)
 
 
 def _loader() -> jinja2.BaseLoader:
@@ -140,7 +158,7 @@ def render_html(view: ReportView) -> str:
     """
     template = html_environment().get_template("audit.html.j2")
     nav = list(zip(SECTION_IDS, NAV_TITLES, strict=True))
-    return template.render(view=view, nav=nav, gate_failed_text=GATE_FAILED_TEXT)
+    return template.render(view=view, nav=nav, **_TEXTS)
 
 
 def render_markdown(view: ReportView) -> str:
@@ -155,7 +173,7 @@ def render_markdown(view: ReportView) -> str:
     -------
     str
     """
-    return markdown_environment().get_template("audit.md.j2").render(view=view, gate_failed_text=GATE_FAILED_TEXT)
+    return markdown_environment().get_template("audit.md.j2").render(view=view, **_TEXTS)
 
 
 def build_report(inputs: ReportInputs, options: ReportOptions | None = None) -> Report:

@@ -30,6 +30,7 @@ from memclean.scores.run import (  # noqa: E402  (after the registrations)
     combined_rank,
     default_scorers,
     describe,
+    ranks_label_errors,
     resolve_scorers,
     score_dataset,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "default_scorers",
     "defaults",
     "describe",
+    "ranks_label_errors",
     "register",
     "resolve_scorers",
     "score_dataset",

@@ -13,10 +13,11 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+import pandas as pd
 import pydantic
 from pydantic import ConfigDict
 
@@ -37,10 +38,27 @@ class NoParams:
 
 @dataclass
 class ScoreResult:
-    """One scorer's output: a score per sample, optionally a suggested label."""
+    """One scorer's output: a score per sample, optionally a suggested label, more columns and tables.
 
-    scores: np.ndarray  # (N,) float64, higher = more suspicious
-    suggested_label: np.ndarray | None = None  # (N,) int64
+    Attributes
+    ----------
+    scores
+        ``(N,)`` float64, higher = more suspicious.
+    suggested_label
+        ``(N,)`` int64 label the scorer believes in, or ``None``.
+    columns
+        More per-sample ``(N,)`` float64 values, written beside the score as
+        ``<scorer>_<key>`` (e.g. ``fz_memorization_se``, the standard error).
+    tables
+        Artifacts beyond one value per sample, by name (e.g. ``influence``:
+        the strongest influence pairs; ``noise_matrix``). The score stage writes
+        the ones it knows (see :mod:`memclean.project`).
+    """
+
+    scores: np.ndarray
+    suggested_label: np.ndarray | None = None
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 class Scorer(ABC):
@@ -59,6 +77,9 @@ class Scorer(ABC):
     needs: ClassVar[str] = "run"
     #: Whether it runs when ``score.scorers`` does not name it.
     default: ClassVar[bool] = True
+    #: Whether its score ranks label errors (higher = more suspicious). ``False`` for an estimator whose
+    #: score means something else (e.g. ``fz_influence``: how much one other sample carries this one).
+    oriented: ClassVar[bool] = True
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.validate_params(params)
@@ -109,6 +130,18 @@ class EnsembleScorer(Scorer):
 
     def on_checkpoint(self, cp: Checkpoint) -> None:
         """The main run's checkpoints are not used."""
+
+    def member_probe(self, cp: Checkpoint) -> np.ndarray | None:
+        """What to record from each member besides its logits: ``N×d`` values, or ``None`` (the default).
+
+        Called once per member after its last epoch with a checkpoint over
+        **every** sample (``cp.data`` holds all N samples with the member's
+        normalisation, ``cp.logits`` its logits for them, ``cp.model`` the member
+        in eval mode). The values are stored as float16 in
+        ``Ensemble.extras[self.name]`` (K×N×d) and saved with the ensemble. The
+        method must be deterministic and must not change the model.
+        """
+        return None
 
     def attach(self, ensemble: Ensemble) -> None:
         """Hand over the trained ensemble."""

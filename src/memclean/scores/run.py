@@ -7,6 +7,7 @@ import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 #: Not a registered scorer: the rank average of other scorers (see :func:`combined_rank`).
 COMBINED = "combined"
-COMBINED_DESCRIPTION = "mean normalised rank of the other scorers (or of score.combine)"
+COMBINED_DESCRIPTION = "mean normalised rank of the other label-error scorers (or of score.combine)"
 
 
 def default_scorers() -> dict[str, dict[str, Any]]:
@@ -69,6 +70,11 @@ def resolve_scorers(scorers: Mapping[str, Any] | None) -> dict[str, dict[str, An
     return out
 
 
+def ranks_label_errors(name: str) -> bool:
+    """Whether a scorer's score ranks label errors (``combined`` does; see ``Scorer.oriented``)."""
+    return name == COMBINED or (name in available() and scorer_class(name).oriented)
+
+
 def describe(name: str) -> str:
     """One-line description of a scorer (``combined`` included); empty for an unknown name."""
     if name == COMBINED:
@@ -90,9 +96,16 @@ class ScoringOutcome:
     nonfinite
         Scorer name → number of non-finite scores that were replaced by NaN.
     seconds
-        Scorer name → seconds spent in its hooks; ``train`` for the training itself.
+        Scorer name → seconds spent in its hooks and its result; ``train`` for
+        the training itself, ``ensemble`` for the subset ensemble.
     train
         The training summary.
+    ensemble
+        The subset ensemble, when an enabled scorer needed one.
+    columns
+        Scorer name → its extra per-sample columns (``ScoreResult.columns``).
+    tables
+        Table name → the table a scorer produced (``ScoreResult.tables``).
     """
 
     scores: pd.DataFrame
@@ -101,6 +114,8 @@ class ScoringOutcome:
     seconds: dict[str, float] = field(default_factory=dict)
     train: TrainResult | None = None
     ensemble: Ensemble | None = None
+    columns: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def scorer_names(self) -> list[str]:
@@ -178,6 +193,8 @@ def score_dataset(
     progress: Progress | None = None,
     callbacks: Sequence[Callable[[Checkpoint], None]] = (),
     ensemble: EnsembleConfig | None = None,
+    heldout: np.ndarray | None = None,
+    cache: Path | None = None,
 ) -> ScoringOutcome:
     """Train once and compute every requested scorer on that run.
 
@@ -197,6 +214,10 @@ def score_dataset(
         More checkpoint callbacks, called after the scorers' hooks (e.g. to keep the last model).
     ensemble
         How to train the subset ensemble, when an enabled scorer needs one (default settings otherwise).
+    heldout
+        N bool: rows of a held-out split (``test``/``val``), for the scorers that treat them apart.
+    cache
+        Folder of already-trained ensemble members (see :class:`memclean.ensemble.MemberCache`).
 
     Returns
     -------
@@ -209,7 +230,19 @@ def score_dataset(
     outcome = ScoringOutcome(frame, train=result, seconds={"train": result.seconds})
     needy = [g for g in guarded if isinstance(g.scorer, EnsembleScorer)]
     if needy:
-        ens = train_ensemble(pixels, labels, num_classes, config, ensemble or EnsembleConfig(), device, progress)
+        probes = {g.scorer.name: g.scorer for g in needy}
+        ens = train_ensemble(
+            pixels,
+            labels,
+            num_classes,
+            config,
+            ensemble or EnsembleConfig(),
+            device,
+            progress,
+            probes=probes,
+            cache=cache,
+        )
+        ens.heldout = None if heldout is None else np.asarray(heldout, dtype=bool)
         outcome.ensemble, outcome.seconds["ensemble"] = ens, ens.seconds
         for g in needy:
             assert isinstance(g.scorer, EnsembleScorer)
@@ -217,12 +250,14 @@ def score_dataset(
     suggested: np.ndarray | None = None
     for g in guarded:
         name = g.scorer.name
-        outcome.seconds[name] = g.seconds
+        t0 = time.perf_counter()
         if g.error is None:
             try:
                 res = g.scorer.result()
             except Exception as exc:
                 g.error = f"{type(exc).__name__}: {exc}"
+                log.debug("%s", traceback.format_exc())
+        outcome.seconds[name] = g.seconds + time.perf_counter() - t0
         if g.error is not None:
             outcome.failures[name] = g.error
             continue
@@ -240,10 +275,16 @@ def score_dataset(
             log.warning("scorer %s produced %d non-finite scores (set to NaN)", name, int(bad.sum()))
             values = np.where(bad, np.nan, values)
         frame[f"{name}_score"] = values
+        extra = {key: np.asarray(v, dtype=np.float64) for key, v in res.columns.items()}
+        bad_extra = [key for key, v in extra.items() if v.shape != (len(labels),)]
+        if bad_extra:
+            log.warning("scorer %s: dropping columns of the wrong shape: %s", name, bad_extra)
+        outcome.columns[name] = {key: v for key, v in extra.items() if key not in bad_extra}
+        outcome.tables.update(res.tables)
         if res.suggested_label is not None and suggested is None:
             suggested = res.suggested_label
     if COMBINED in scorers:
-        parts = list(combine) if combine else outcome.scorer_names
+        parts = list(combine) if combine else [n for n in outcome.scorer_names if ranks_label_errors(n)]
         missing = [p for p in parts if f"{p}_score" not in frame]
         if missing:
             outcome.failures[COMBINED] = f"inputs unavailable: {missing}"
