@@ -18,7 +18,7 @@ Scheduling of stages
     * ``score`` and ``validate`` each train a CNN with every core, so on a CPU machine
       running them side by side gains nothing.
 
-    With ``parallel=True`` independent stages (``dedup``, ``score``, ``inject``) run at
+    With ``parallel=True`` independent stages (``dedup`` and ``score``) run at
     the same time and ``dvc`` is called with ``--wait-for-lock``. That is safe: DVC
     releases the repository lock while a stage's command runs and guards each stage's
     deps and outs with its own read/write locks, so the processes only queue for the

@@ -1,22 +1,37 @@
 """DVC stage ``clean``: the cleaned dataset artifact.
 
 Writes ``data/clean/manifest.parquet`` (every input row with ``keep``,
-``drop_reason``, ``suspected``, scores, ``dup_group`` and ``suggested_label``;
-rows in = rows out), ``data/clean/export/`` (kept samples, per
-``clean.export``) and the metrics ``data/reports/clean.json``.
+``drop_reason``, ``suspected``, ``suspicion``, scores, ``dup_group`` and
+``suggested_label``; rows in = rows out), ``data/clean/export/`` (kept samples,
+per ``clean.export``) and the metrics ``data/reports/clean.json`` (with the
+estimated noise rate and, when the gate failed, ``advice``). Reads confident
+learning's ``noise_matrix.json`` and the proxy network's ``score.json`` when
+present (:mod:`memclean.policy`).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 from memclean import project
 from memclean.errors import MemcleanError
 from memclean.export import export_kept
 from memclean.gate import cleaning_gate
 from memclean.io import params_digest, read_parquet, write_json, write_parquet
-from memclean.policy import decide, threshold_at_precision
+from memclean.policy import decide, gate_advice, threshold_at_precision
 from memclean.schema import DUPLICATES_SCHEMA, manifest_schema
+
+
+def _optional_report(path: Path) -> dict[str, Any] | None:
+    """A JSON report another stage wrote, or ``None`` when missing or unreadable (it only refines decisions)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        project.log.warning("%s is missing or not JSON: going on without it", path)
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def main() -> None:
@@ -33,14 +48,20 @@ def main() -> None:
     vscores = read_parquet(project.VALIDATION_SCORES)
     threshold = None
     if scorer is not None and f"{scorer}_score" in vscores and f"{scorer}_score" in scores:
+        # The rows suspected before injection are the dataset's own errors: like validate, leave them out.
+        measured = ~vscores["suspected_own"].to_numpy(dtype=bool) if "suspected_own" in vscores else slice(None)
         threshold = threshold_at_precision(
-            vscores[f"{scorer}_score"].to_numpy(), vscores["is_flipped"].to_numpy(), params.target_precision
+            vscores[f"{scorer}_score"].to_numpy()[measured],
+            vscores["is_flipped"].to_numpy()[measured],
+            params.target_precision,
         )
     elif scorer is not None:
         project.log.warning("scorer %s produced no scores: nothing is dropped by score", scorer)
         scorer = None
 
-    result = decide(samples, duplicates, scores, params, scorer, threshold, gate.passed, classes)
+    noise = _optional_report(project.NOISE_MATRIX)  # None when missing: no cap by estimated errors
+    result = decide(samples, duplicates, scores, params, scorer, threshold, gate.passed, classes, noise)
+    advice = gate_advice(gate, validation, _optional_report(project.SCORE_METRICS), result.summary["suspected"])
     names = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
     digest = params_digest(params.model_dump(mode="json"))
     write_parquet(
@@ -58,6 +79,8 @@ def main() -> None:
             "target_precision": params.target_precision,
             "score_action": params.score_action,
             "gate": {"passed": gate.passed, "reason": gate.reason, "auroc": gate.auroc},
+            "advice": advice,
+            "drop_heldout_by_score": params.drop_heldout_by_score,
             "export": {k: export[k] for k in ("format", "samples")},
             "params_digest": digest,
         },
@@ -70,6 +93,10 @@ def main() -> None:
         result.summary["dropped"],
         result.summary["by_reason"],
     )
+    if not gate.passed:
+        project.log.warning("the gate failed (%s): nothing is dropped by score", gate.reason)
+        for line in advice:
+            project.log.warning("try: %s", line)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,21 @@
 """DVC stage ``validate``: do the scorers find injected mislabels on *this* dataset?
 
 Runs the same scoring as ``score`` on the noisy labels and measures, per
-scorer, AUROC, average precision and precision@k (k = number flipped). Writes
-``data/reports/validation.json`` (metrics, the noise settings and the gate of
-:mod:`memclean.gate`), ``data/reports/roc.csv`` (``scorer``, ``fpr``, ``tpr``, finite; a DVC
-plot that overlays the curves), ``data/interim/validation_scores.parquet`` (the scores on the
-noisy labels with ``is_flipped``, from which ``clean`` sets its score
-threshold) and the timings ``data/reports/timings/validate.json``.
+scorer, AUROC, average precision and precision@k (k = number flipped) **among the
+rows not suspected beforehand**: injected flips against rows the first scoring run
+considered clean. Rows ``inject`` marked ``suspected_own`` (label errors of the
+dataset's own, by confident learning on the original labels) are left out, so a
+real error that scores high is not counted as a false positive. These are the
+figures the gate uses (``auroc``); the same figures over every row sit beside them
+(``auroc_all_rows``, ``ap_all_rows``, ``precision_at_k_all_rows``), and
+``measured_on`` says what was measured (description and counts).
+
+Writes ``data/reports/validation.json`` (metrics, the noise settings, ``measured_on``
+and the gate of :mod:`memclean.gate`), ``data/reports/roc.csv`` (``scorer``, ``fpr``,
+``tpr``, finite, on the measured rows; a DVC plot that overlays the curves),
+``data/interim/validation_scores.parquet`` (the scores on the noisy labels with
+``is_flipped`` and ``suspected_own``, from which ``clean`` sets its score threshold)
+and the timings ``data/reports/timings/validate.json``.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from memclean import project
 from memclean.errors import MemcleanError
 from memclean.gate import best_scorer, decide_gate
 from memclean.io import atomic_path, params_digest, read_metadata, read_parquet, write_json, write_parquet
-from memclean.metrics import detection_metrics, roc_points
+from memclean.metrics import measured_metrics, measured_on, roc_points
 from memclean.schema import NOISY_LABELS_SCHEMA, validation_scores_schema
 from memclean.scores import ranks_label_errors
 
@@ -29,7 +38,9 @@ def main() -> None:
     noisy = read_parquet(project.NOISY_LABELS, NOISY_LABELS_SCHEMA)
     if not noisy["sample_id"].equals(ok["sample_id"]):
         raise MemcleanError("noisy_labels.parquet does not match samples.parquet: rerun the inject stage")
-    flipped = noisy["is_flipped"].to_numpy()
+    flipped = noisy["is_flipped"].to_numpy(dtype=bool)
+    suspected = noisy["suspected_own"].to_numpy(dtype=bool)
+    measured = ~suspected
     noisy_labels = noisy["noisy_label"].to_numpy(dtype="int64")
     outcome = project.run_scoring(noisy_labels, len(classes), pixels, sparams, project.heldout_rows(ok))
 
@@ -37,11 +48,11 @@ def main() -> None:
     for name in outcome.scorer_names:
         scores = outcome.scores[f"{name}_score"].to_numpy()
         results[name] = {
-            **detection_metrics(flipped, scores),
+            **measured_metrics(flipped, scores, suspected),
             "nonfinite": outcome.nonfinite.get(name, 0),
             "ranks_label_errors": ranks_label_errors(name),
         }
-        curves.append(roc_points(flipped, scores).assign(scorer=name)[["scorer", "fpr", "tpr"]])
+        curves.append(roc_points(flipped[measured], scores[measured]).assign(scorer=name)[["scorer", "fpr", "tpr"]])
     with atomic_path(project.ROC) as tmp:  # one file: the curves are published together or not at all
         pd.concat(curves, ignore_index=True).to_csv(tmp, index=False)
 
@@ -49,12 +60,16 @@ def main() -> None:
     vscores = outcome.scores.drop(columns=["suggested_label"])
     vscores.insert(0, "sample_id", ok["sample_id"].to_numpy())
     vscores.insert(1, "is_flipped", flipped)
+    vscores.insert(2, "suspected_own", suspected)
     write_parquet(vscores, project.VALIDATION_SCORES, validation_scores_schema(outcome.scorer_names))
     noise_meta = read_metadata(project.NOISY_LABELS)
     best = best_scorer(results)
     report = {
         "noise": {k: noise_meta.get(k) for k in ("kind", "rate", "seed")}
         | {"flipped": int(flipped.sum()), "n": len(flipped)},
+        "measured_on": measured_on(
+            noise_meta.get("suspected_by"), int(measured.sum()), int(flipped[measured].sum()), int(suspected.sum())
+        ),
         "scorers": results,
         "best": best,
         "gate": gate.to_dict(),
@@ -66,7 +81,9 @@ def main() -> None:
     write_json(report, project.VALIDATION)
     write_json(outcome.timings(), project.TIMINGS / "validate.json")
     project.log.info(
-        "best scorer %s (AUROC %s); gate on %s %s: %s",
+        "measured on %d rows (%d suspected own errors excluded); best scorer %s (AUROC %s); gate on %s %s: %s",
+        int(measured.sum()),
+        int(suspected.sum()),
         best,
         results.get(best, {}).get("auroc") if best else None,
         gate.scorer,

@@ -197,10 +197,12 @@ def test_stage_graph_comes_from_dvc(flow_repo):
     upstream = {s.target: set(s.upstream) for s in stages}
     assert upstream["params"] == set() and upstream["ingest"] == {"params"}
     assert upstream["dedup"] == {"params", "ingest"}
+    assert upstream["inject"] == {"params", "ingest", "score"}  # inject reads the first scoring run
     assert upstream["validate"] == {"params", "ingest", "inject"}
     assert "data/interim/samples.parquet" in next(s.outs for s in stages if s.name == "ingest")
     # targets: the stage and everything upstream of it.
-    assert [s.target for s in read_pipeline(flow_repo, ["validate"])] == ["params", "ingest", "inject", "validate"]
+    want = ["params", "ingest", "score", "inject", "validate"]
+    assert [s.target for s in read_pipeline(flow_repo, ["validate"])] == want
     from memclean.errors import MemcleanError
 
     with pytest.raises(MemcleanError, match="'nosuch' is not a stage"):
@@ -285,34 +287,31 @@ def test_flow_runs_the_dvc_dag_end_to_end(prefect_harness, flow_repo):
 
 
 def test_parallel_rerun_runs_independent_stages_together(prefect_harness, flow_repo):
-    """dedup and inject both depend only on ingest: with parallel=True their `dvc repro`s overlap.
-
-    (score and validate are independent too, but two trainings on 2 cores only slow each other down.)
-    """
+    """dedup and score both depend only on ingest: with parallel=True their `dvc repro`s overlap."""
     from flows.clean_dataset import clean_dataset
 
     if not (flow_repo / "dvc.lock").exists():
         pytest.skip("needs the end-to-end run first")
     state = clean_dataset(
         repo_dir=str(flow_repo),
-        overrides=["dedup.max_distance=2", "inject.seed=1"],
-        targets=["dedup", "inject"],
+        overrides=["dedup.max_distance=2", "score.trainer.seed=1"],
+        targets=["dedup", "score"],
         parallel=True,
         return_state=True,
     )
     assert state.is_completed(), state
     results = state.result()
     assert results["ingest"]["status"] == "up to date"
-    assert results["dedup"]["status"] == "ran" and results["inject"]["status"] == "ran"
+    assert results["dedup"]["status"] == "ran" and results["score"]["status"] == "ran"
     runs = task_runs(state.state_details.flow_run_id, 4)
-    dedup, inject = runs["dedup"], runs["inject"]
-    assert dedup.start_time < inject.end_time and inject.start_time < dedup.end_time  # they overlapped
+    dedup, score = runs["dedup"], runs["score"]
+    assert dedup.start_time < score.end_time and score.start_time < dedup.end_time  # they overlapped
     # Both `dvc repro`s updated dvc.lock (DVC serialises that under its repository lock): nothing was lost.
-    status = dvc(flow_repo, "status", "ingest", "dedup", "inject").stdout
+    status = dvc(flow_repo, "status", "ingest", "dedup", "score").stdout
     assert "up to date" in status, status
     lock = yaml.safe_load((flow_repo / "dvc.lock").read_text())
     assert lock["stages"]["dedup"]["params"]["params.yaml"]["dedup"]["max_distance"] == 2
-    assert lock["stages"]["inject"]["params"]["params.yaml"]["inject"]["seed"] == 1
+    assert lock["stages"]["score"]["params"]["params.yaml"]["score"]["trainer"]["seed"] == 1
     assert lock["stages"]["score"]["params"]["params.yaml"]["score"]["trainer"]["epochs"] == 3
 
 

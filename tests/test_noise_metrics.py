@@ -8,7 +8,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 from memclean.errors import MemcleanError
 from memclean.metrics import detection_metrics, precision_at_k, roc_points
-from memclean.noise import inject
+from memclean.noise import inject, instance_flips, own_suspects
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.05, 0.1, 0.333])
@@ -70,3 +70,73 @@ def test_roc_points_are_finite_and_thinned():
     assert list(roc.columns) == ["fpr", "tpr"] and len(roc) <= 50
     assert np.isfinite(roc.to_numpy()).all()
     assert roc.iloc[0].tolist() == [0.0, 0.0] and roc.iloc[-1].tolist() == [1.0, 1.0]
+
+
+def test_own_suspects_rule_and_fallback():
+    issue = np.array([1.0, 0.0, np.nan, 0.0, 1.0])
+    np.testing.assert_array_equal(own_suspects(issue, 5), [True, False, False, False, True])
+    np.testing.assert_array_equal(own_suspects(None, 3), [False, False, False])  # no column: nothing excluded
+    with pytest.raises(MemcleanError, match="rerun the score stage"):
+        own_suspects(issue, 4)
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "asymmetric"])
+def test_flips_avoid_suspected_rows_and_keep_the_count(kind):
+    y = np.arange(1000) % 5
+    suspected = np.random.default_rng(0).random(1000) < 0.2
+    noisy = inject(y, 5, kind, 0.1, seed=4, eligible=~suspected)
+    flipped = noisy != y
+    assert flipped.sum() == 100 and not (flipped & suspected).any()
+    # All rows eligible: exactly the draws of the plain call (results stay reproducible).
+    np.testing.assert_array_equal(
+        inject(y, 5, kind, 0.1, seed=4, eligible=np.ones(1000, bool)), inject(y, 5, kind, 0.1, 4)
+    )
+    with pytest.raises(MemcleanError, match="flips requested"):
+        inject(y, 5, kind, 0.5, seed=4, eligible=np.arange(1000) < 100)
+
+
+def test_instance_flips_by_hand():
+    y = np.array([0, 1, 2, 0])
+    p = np.array([[1.0, 0.0, 0.0], [0.1, 0.2, 0.7], [0.3, 0.6, 0.1], [0.2, 0.5, 0.3]])
+    # epsilon 0: row 0 (p[y] = 1) has weight 0 and can never flip; the other three all flip.
+    noisy = instance_flips(y, p, 3, seed=0, epsilon=0.0)
+    np.testing.assert_array_equal(noisy, [0, 2, 1, 1])  # each to argmax over the other classes
+    noisy = instance_flips(y, p, 2, seed=0, eligible=np.array([True, True, False, True]), epsilon=0.0)
+    np.testing.assert_array_equal(noisy, [0, 2, 2, 1])
+    with pytest.raises(MemcleanError, match="only 3 rows can flip"):
+        instance_flips(y, p, 4, seed=0, epsilon=0.0)
+    # Ties go to the lowest other class; a row without finite probabilities is never drawn.
+    tie = np.array([[0.5, 0.25, 0.25], [np.nan, np.nan, np.nan]])
+    np.testing.assert_array_equal(instance_flips(np.array([0, 1]), tie, 1, seed=3), [1, 1])
+    assert np.array_equal(instance_flips(y, p, 0, seed=0), y)
+
+
+def test_instance_flips_follow_the_confusion_weights():
+    y = np.zeros(2, dtype=np.int64)
+    p = np.array([[0.1, 0.9], [0.9, 0.1]])  # weights 0.9 and 0.1 (+ epsilon)
+    picks = np.array([instance_flips(y, p, 1, seed=s)[0] == 1 for s in range(2000)])
+    assert picks.mean() == pytest.approx(0.9, abs=0.03)
+
+
+def test_instance_kind_exact_rate_seeded_and_never_true_label():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 500)
+    p = rng.dirichlet(np.ones(4), size=500)
+    suspected = rng.random(500) < 0.1
+    a = inject(y, 4, "instance", 0.1, seed=1, eligible=~suspected, probabilities=p)
+    flipped = a != y
+    assert flipped.sum() == 50 and not (flipped & suspected).any()
+    others = p.copy()
+    others[np.arange(500), y] = -np.inf
+    np.testing.assert_array_equal(a[flipped], others[flipped].argmax(axis=1))
+    np.testing.assert_array_equal(a, inject(y, 4, "instance", 0.1, seed=1, eligible=~suspected, probabilities=p))
+    assert not np.array_equal(a, inject(y, 4, "instance", 0.1, seed=2, eligible=~suspected, probabilities=p))
+    # Confusable rows (p of the given label 0.2, weight 0.8) take most flips; confident ones (0.97) few.
+    confusable = np.arange(500) % 2 == 0
+    q = np.repeat(np.where(confusable, 0.05, 0.01)[:, None], 4, axis=1)
+    q[np.arange(500), y] = np.where(confusable, 0.2, 0.97)
+    q[np.arange(500), (y + 1) % 4] = np.where(confusable, 0.7, 0.01)
+    flipped = inject(y, 4, "instance", 0.1, seed=1, probabilities=q) != y
+    assert (flipped & confusable).sum() >= 0.85 * flipped.sum()
+    with pytest.raises(MemcleanError, match="probabilities"):
+        inject(y, 4, "instance", 0.1)

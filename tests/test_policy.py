@@ -1,4 +1,7 @@
-"""Cleaning policy: each drop reason, the cap, last-of-class, gate off, flag mode, export."""
+"""Cleaning policy: each drop reason, the cap, last-of-class, gate off, flag mode, export.
+
+The safe decision (confident learning, held-out splits, gate advice): tests/test_safe_cleaning.py.
+"""
 
 from __future__ import annotations
 
@@ -96,8 +99,15 @@ def test_gate_failed_or_no_threshold_drops_nothing_by_score():
     for gate, thr in ((False, 0.5), (True, None)):
         res = decide(samples, dups, scores, CleanPolicy(max_drop_fraction=1.0), "x", thr, gate)
         assert "suspected_label_error" not in res.summary["by_reason"]
-        assert not res.manifest["suspected"].any()
-    assert "gate failed" in decide(samples, dups, scores, CleanPolicy(), "x", 0.5, False).summary["score_rule"]
+        assert res.summary["dropped_by_score"] == 0
+    assert not decide(samples, dups, scores, CleanPolicy(), "x", None, True).manifest["suspected"].any()
+    policy = CleanPolicy(max_drop_fraction=0.5)
+    failed = decide(samples, dups, scores, policy, "x", 0.5, False)
+    passed = decide(samples, dups, scores, policy, "x", 0.5, True)
+    assert "gate failed" in failed.summary["score_rule"]
+    # `suspected` (score at or above the threshold) means the same whether the gate passed or not.
+    assert failed.manifest["suspected"].tolist() == passed.manifest["suspected"].tolist()
+    assert failed.manifest["suspected"].sum() == 3 and failed.manifest["keep"].sum() > passed.manifest["keep"].sum()
 
 
 def test_flag_mode_keeps_suspects():

@@ -11,9 +11,11 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,9 @@ from conftest import REPO
 from memclean.artifacts import influence_frame, noise_matrix_report
 from memclean.errors import MemcleanError
 from memclean.io import PIXELS_DIGEST_KEY, array_digest, save_npy, write_json, write_parquet
+from memclean.metrics import measured_on
 from memclean.options import SECTIONS, parse_params
+from memclean.policy import NoiseEstimate
 from memclean.report import (
     GATE_FAILED_TEXT,
     INFLUENCE_ENABLE,
@@ -53,6 +57,11 @@ PARAMS = {
 #: Confident learning's joint, [given][true]: 4 of 24 labels estimated wrong.
 JOINT = [[7, 1, 0], [0, 6, 2], [1, 0, 7]]
 GHOST = "ghost/9"  # an influencer the manifest does not have
+#: clean.json's advice when the gate failed (gate_advice's kind of lines).
+ADVICE = [
+    "aum reaches AUROC 0.95: set validate.scorer: best (or clean.scorer: aum)",
+    "nothing was dropped by score; the 5 rows above the threshold are only flagged (suspected)",
+]
 
 
 def make_influence(ids: list[str]) -> pd.DataFrame:
@@ -128,7 +137,8 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
         drop[suspected & drop.isna().to_numpy()] = "suspected_label_error"
     m["drop_reason"] = drop
     m["keep"] = drop.isna().to_numpy()
-    m["suspected"] = suspected if gate_passed else np.zeros(n, bool)
+    m["suspected"] = suspected  # recorded whatever the gate says; only dropped when it passed
+    m["suspicion"] = ["likely_mislabeled" if flag else None for flag in suspected]
     m["suggested_label"] = pd.array(np.where(is_ok, (labels.tolist() + [0] * 3), None), dtype="Int32")
     m["suggested_label"] = pd.array(
         [(int(v) + 1) % 3 if s else v for v, s in zip(m["suggested_label"], suspected, strict=True)], dtype="Int32"
@@ -163,9 +173,12 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
     validation = {
         "noise": {"kind": "symmetric", "rate": 0.1, "seed": 0, "flipped": 3, "n": n_ok},
         "scorers": {
-            "loss": {"auroc": gate["auroc"], "ap": 0.8, "precision_at_k": 0.67, "k": 3, "n": n_ok, "nonfinite": 0},
-            "aum": {"auroc": 0.6, "ap": 0.3, "precision_at_k": 0.33, "k": 3, "n": n_ok, "nonfinite": 0},
+            "loss": {"auroc": gate["auroc"], "ap": 0.8, "precision_at_k": 0.67, "k": 3, "n": 21, "nonfinite": 0}
+            | {"auroc_all_rows": 0.88},
+            "aum": {"auroc": 0.6, "ap": 0.3, "precision_at_k": 0.33, "k": 3, "n": 21, "nonfinite": 0}
+            | {"auroc_all_rows": 0.55},
         },
+        "measured_on": measured_on("confident_learning", 21, 3, 3),
         "best": "loss",
         "gate": gate,
         "run": {"device": "cpu", "train_seconds": 1.5, "scorer_seconds": {"loss": 0.1, "train": 1.5}, "failures": {}},
@@ -182,6 +195,16 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
         "score_action": "drop",
         "gate": {"passed": gate_passed, "reason": gate["reason"]},
         "params_digest": "cccc2222",
+        "suspected": int(suspected.sum()),
+        "likely_mislabeled": int(suspected.sum()),
+        "atypical": 0,
+        "decision_rule": "score_and_confident_learning",
+        "drop_cap": 5 if gate_passed else None,
+        "capped": 0,
+        "heldout_flagged_not_dropped": 0,
+        "drop_heldout_by_score": True,
+        **NoiseEstimate(4, n_ok).to_dict(),
+        "advice": [] if gate_passed else ADVICE,
     }
     return ReportInputs(
         manifest=m[manifest_schema(SCORERS).names],
@@ -431,8 +454,10 @@ def test_every_data_string_is_escaped() -> None:
     dups = inputs.duplicates.assign(sample_id=inputs.duplicates["sample_id"].replace({"train/1": member}))
     failure, method, reason, description = "<svg onload=1>", "<u>phash</u>", "<em>why</em>", "<i>loss</i> & a|b"
     matrix_class, ghost = "t|<wo>&", "ghost/<i>9</i>|"  # a class name of the noise matrix, an influencer's id
+    advice, rule, where = "try <b>`x|y`</b> & <script>z</script>", "<i>new_rule</i>", "rows <u>not</u> | flagged"
     validation = {**inputs.validation, "run": {**inputs.validation["run"], "failures": {"aum": failure}}}
     validation["gate"] = {**validation["gate"], "reason": reason}
+    validation["measured_on"] = {**validation["measured_on"], "description": where}
     evil_inputs = replace(
         inputs,
         manifest=m,
@@ -440,14 +465,15 @@ def test_every_data_string_is_escaped() -> None:
         duplicates=dups,
         validation=validation,
         dedup={**inputs.dedup, "method": method},
-        clean={**inputs.clean, "gate": {"passed": True}},
+        clean={**inputs.clean, "gate": {"passed": True}, "advice": [advice], "decision_rule": rule},
         scorer_descriptions={"loss": description},
         influence=make_influence([*m["sample_id"][:24], ghost]),
         noise_matrix=noise_matrix_report(pd.DataFrame(JOINT), [klass, "one", matrix_class]),
     )
     report = build_report(evil_inputs, ReportOptions(top_suspects=10, duplicate_groups=5))
     page, text = report.html, "\n".join(visible_text(report.html))
-    strings = (sample, member, quarantined, klass, detail, failure, method, reason, description, matrix_class, ghost)
+    strings: tuple[str, ...] = (sample, member, quarantined, klass, detail, failure, method, reason, description)
+    strings += (matrix_class, ghost, advice, rule, where)
     for value in strings:
         assert value not in page, value
         assert str(escape(value)) in page, value
@@ -457,7 +483,7 @@ def test_every_data_string_is_escaped() -> None:
     matrix = section_of(page, "noise-matrix")
     assert f"<th>{escape(klass)}</th>" in matrix and f"<th>{escape(matrix_class)}</th>" in matrix
     assert sample in html.unescape(section_of(page, "influence-pairs"))  # the rank-1 influencer of train/21
-    shown = (sample, member, quarantined, klass, detail, reason, description, matrix_class, ghost)
+    shown = (sample, member, quarantined, klass, detail, reason, description, matrix_class, ghost, advice, rule, where)
     for value in shown:  # what the Markdown shows
         md = html.escape(value, quote=False).replace("|", "\\|")
         assert md in report.markdown, value
@@ -476,12 +502,132 @@ def test_scorer_descriptions_show_in_the_validation_table(
     assert cells[2][0] == "aum" and cells[2][-1] == ""  # no description: an empty cell
     assert "not validated here" not in report.html  # a description of a scorer not in the table
     md = report.markdown
-    assert re.search(r"^\| scorer \| AUROC \| AP \| P@k \| k \| what it measures \|$", md, re.M)
+    assert re.search(r"^\| scorer \| AUROC \| AUROC \(all rows\) \| AP \| P@k \| k \| what it measures \|$", md, re.M)
     assert re.search(rf"^\| loss \(best\) \| .* \| {DESCRIPTIONS['loss']} \|$", md, re.M)
-    assert re.search(r"^\| aum \| 0\.6000 \| 0\.3000 \| 0\.3300 \| 3 \|  \|$", md, re.M)
+    assert re.search(r"^\| aum \| 0\.6000 \| 0\.5500 \| 0\.3000 \| 0\.3300 \| 3 \|  \|$", md, re.M)
     # Without descriptions the column is left out.
     _, plain = passed
     assert "what it measures" not in plain.html and "what it measures" not in plain.markdown
+
+
+# --------------------------------------------------------------------------- suspicion, gate advice, AUROC columns
+
+
+def older(inputs: ReportInputs) -> ReportInputs:
+    """The inputs as a run from before suspicion classes, gate advice and ``measured_on`` existed."""
+    new = {"likely_mislabeled", "atypical", "decision_rule", "drop_cap", "capped", "heldout_flagged_not_dropped"}
+    new |= {"advice", "drop_heldout_by_score", "suspected"}
+    clean = {k: v for k, v in without_estimate(inputs.clean).items() if k not in new}
+    scorers = {
+        n: {k: v for k, v in r.items() if k != "auroc_all_rows"} for n, r in inputs.validation["scorers"].items()
+    }
+    validation = {k: v for k, v in inputs.validation.items() if k != "measured_on"} | {"scorers": scorers}
+    return replace(inputs, manifest=inputs.manifest.drop(columns=["suspicion"]), clean=clean, validation=validation)
+
+
+def test_gate_failed_shows_why_and_what_to_try(
+    passed: tuple[ReportInputs, Report], failed: tuple[ReportInputs, Report]
+) -> None:
+    _, report = failed
+    summary = section_of(report.html, "summary")
+    box = summary.split('<div class="gate fail advice">')[1].split("</ul>")[0]
+    assert "Why: AUROC 0.71 is below validate.min_auroc 0.9" in box
+    assert re.findall(r"<li>(.*?)</li>", box) == [str(escape(a)) for a in ADVICE]
+    assert summary.index("gate fail advice") < summary.index('class="cards"')  # before everything else
+    rows = dict(table_rows(summary, "Suspected by score")[1:])
+    assert rows["likely mislabeled (dropped when the gate passes)"] == "5"
+    assert rows["dropped by score"].startswith("0 (the gate failed")
+    md = report.markdown.split("## Summary")[1].split("\n## ")[0]
+    assert "Why: AUROC 0.71 is below validate.min_auroc 0.9" in md
+    assert "What to try:\n\n" + "".join(f"- {a}\n" for a in ADVICE) in md
+    # The gate passed: no advice, no "why".
+    for page in (passed[1].html, passed[1].markdown):
+        assert "What to try" not in page and "Why:" not in page
+
+
+def test_cleaning_summary_shows_the_classes_rule_and_noise_rate(passed: tuple[ReportInputs, Report]) -> None:
+    inputs, report = passed
+    rows = dict(table_rows(section_of(report.html, "summary"), "Suspected by score")[1:])
+    lo, hi = inputs.clean["noise_rate_ci95"]
+    assert rows["likely mislabeled (dropped when the gate passes)"] == "5"
+    assert rows["atypical (kept, flagged)"] == "0"
+    assert rows["decision rule"].startswith("likely mislabeled = score at or above the threshold and confident")
+    assert rows["estimated noise rate (confident learning)"] == f"16.7% (95% interval {lo:.1%}–{hi:.1%})"
+    assert rows["estimated label errors"] == "4"
+    md = report.markdown.split("### Suspected by score")[1].split("\n## ")[0]
+    assert "| atypical (kept, flagged) | 0 |" in md
+    assert f"| estimated noise rate (confident learning) | 16.7% (95% interval {lo:.1%}–{hi:.1%}) |" in md
+    assert report.metrics["likely_mislabeled"] == 5 and report.metrics["atypical"] == 0
+    assert "estimated_noise_rate" not in report.metrics  # the same number as noise_rate
+    # Confident learning did not run: the rule in words, no interval.
+    plain = replace(inputs, clean={**inputs.clean, "decision_rule": "score_only", "noise_rate_ci95": None})
+    page = build_report(plain).html
+    rows = dict(table_rows(section_of(page, "summary"), "Suspected by score")[1:])
+    assert "threshold alone" in rows["decision rule"]
+    assert rows["estimated noise rate (confident learning)"] == "16.7%"
+
+
+def test_top_suspects_carry_a_suspicion_badge() -> None:
+    inputs = make_inputs(True)
+    m = inputs.manifest.copy()
+    m.loc[23, ["suspicion", "drop_reason", "keep"]] = ["atypical", None, True]  # suspected, kept
+    report = build_report(replace(inputs, manifest=m), ReportOptions(top_suspects=10, duplicate_groups=5))
+    section = html.unescape(section_of(report.html, "top-suspects"))
+    tiles = section.split('<figure class="tile')[1:]
+    by_id = {}
+    for tile in tiles:
+        found = re.search(r'title="([^"]*)"', tile)
+        assert found
+        by_id[found.group(1)] = tile
+    assert '<span class="badge suspicion">atypical, kept</span>' in by_id["train/23"]
+    assert '<span class="badge suspicion">likely mislabeled</span>' in by_id["train/7"]
+    assert section.count('class="badge suspicion"') == 5  # the 5 suspected rows; the others have none
+    assert report.metrics["likely_mislabeled"] == 4 and report.metrics["atypical"] == 1
+    md = report.markdown.split("## Top suspects")[1].split("\n## ")[0]
+    assert "| sample_id | given | suggested | score | status | suspicion |" in md
+    assert re.search(r"^\| train/23 \| .* \| kept, flagged \| atypical, kept \|$", md, re.M)
+    assert re.search(r"^\| train/7 \| .* \| likely mislabeled \|$", md, re.M)
+
+
+def test_validation_table_has_both_auroc_columns(passed: tuple[ReportInputs, Report]) -> None:
+    _, report = passed
+    section = section_of(report.html, "validation")
+    table = section.split("<table>")[1].split("</table>")[0]
+    cells = [re.findall(r"<t[hd]>(.*?)</t[hd]>", row, re.S) for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)]
+    assert cells[0][:4] == ["scorer", "AUROC", "AUROC (all rows)", "AP"]
+    assert cells[1][:3] == ["<b>loss</b>", "0.9500", "0.8800"] and cells[2][:3] == ["aum", "0.6000", "0.5500"]
+    sentence = "AUROC, AP and P@k are measured on 21 rows (3 injected flips, 3 suspected own label errors left out): "
+    after = section.split("</table>")[1]
+    assert f'<p class="note">{sentence}injected flips vs rows that confident_learning did not flag' in after
+    md = report.markdown.split("## Validation")[1].split("\n## ")[0]
+    assert "| scorer | AUROC | AUROC (all rows) | AP | P@k | k |" in md
+    assert re.search(r"^\| loss \(best\) \| 0\.9500 \| 0\.8800 \| 0\.8000 \|", md, re.M)
+    assert sentence in md
+
+
+def test_older_inputs_without_the_new_keys_still_render(
+    passed: tuple[ReportInputs, Report], failed: tuple[ReportInputs, Report]
+) -> None:
+    report = build_report(older(passed[0]), ReportOptions(top_suspects=10, duplicate_groups=5))
+    for page in (report.html, report.markdown):
+        assert "Suspected by score" not in page and "What to try" not in page
+        assert "AUROC (all rows)" not in page and "are measured on" not in page
+        assert "likely mislabeled" not in page and "atypical" not in page
+    assert report.metrics["likely_mislabeled"] is None and report.metrics["atypical"] is None
+    assert "| sample_id | given | suggested | score | status |" in report.markdown
+    json.dumps(report.metrics, allow_nan=False)
+    # An older failed run: the reason still shows, n/a where the new counts would be, no advice list.
+    old_failed = build_report(older(failed[0]))
+    summary = section_of(old_failed.html, "summary")
+    assert "Why: AUROC 0.71 is below validate.min_auroc 0.9" in summary and "<li>" not in summary
+    assert dict(table_rows(summary, "Suspected by score")[1:])["atypical (kept, flagged)"] == "n/a"
+    assert "What to try" not in old_failed.markdown
+    # Odd values (not a list, not two numbers) show as n/a rather than crash.
+    odd = {**failed[0].clean, "advice": "not a list", "noise_rate_ci95": ["a"], "decision_rule": 3}
+    rows = dict(
+        table_rows(section_of(build_report(replace(failed[0], clean=odd)).html, "summary"), "Suspected by score")
+    )
+    assert rows["decision rule"] == "n/a"
 
 
 # --------------------------------------------------------------------------- full ids, provenance, splits, params
@@ -677,18 +823,28 @@ def test_noise_matrix_is_shown(passed: tuple[ReportInputs, Report]) -> None:
     assert report.metrics["noise_rate"] == pytest.approx(4 / 24, abs=1e-6)
 
 
+def without_estimate(clean: Mapping[str, Any]) -> dict[str, Any]:
+    """clean.json without confident learning's noise estimate (noise_matrix.json missing or unavailable)."""
+    drop = {"estimated_label_errors", "estimated_noise_rate", "noise_rate_ci95", "noise_estimate"}
+    return {k: v for k, v in clean.items() if k not in drop}
+
+
 def test_missing_or_empty_influence_and_noise_matrix(passed: tuple[ReportInputs, Report]) -> None:
     inputs, _ = passed
     # No files (a run from before the score stage wrote them): not available, no crash.
-    old = build_report(replace(inputs, influence=None, noise_matrix=None))
+    old = build_report(replace(inputs, influence=None, noise_matrix=None, clean=without_estimate(inputs.clean)))
     for page in (old.html, old.markdown):
         assert "Influence pairs: not available (no influence.parquet" in page
         assert "Noise matrix: not available (no noise_matrix.json" in page
     assert old.metrics["estimated_label_errors"] is None and old.metrics["noise_rate"] is None
+    # clean.json's estimate is the same quantity: it fills in for a missing noise_matrix.json.
+    filled = build_report(replace(inputs, noise_matrix=None)).metrics
+    assert filled["estimated_label_errors"] == 4 and filled["noise_rate"] == pytest.approx(4 / 24, abs=1e-6)
     # The scorers did not run: an empty table, and available: false with the reason.
     empty = influence_frame(None, np.asarray([], dtype=object))
     assert list(empty.columns) == INFLUENCE_SCHEMA.names and empty.empty
-    off = build_report(replace(inputs, influence=empty, noise_matrix=noise_matrix_report(None, CLASSES)))
+    off_inputs = replace(inputs, influence=empty, noise_matrix=noise_matrix_report(None, CLASSES))
+    off = build_report(replace(off_inputs, clean=without_estimate(inputs.clean)))
     section = section_of(off.html, "influence-pairs")
     assert f"<p>{escape(INFLUENCE_OFF_TEXT)} <code>{escape(INFLUENCE_ENABLE)}</code>.</p>" in section
     assert 'class="pair"' not in section
@@ -698,7 +854,8 @@ def test_missing_or_empty_influence_and_noise_matrix(passed: tuple[ReportInputs,
     assert off.metrics["estimated_label_errors"] is None and off.metrics["noise_rate"] is None
     json.dumps(off.metrics, allow_nan=False)
     # A matrix that is not k×k counts is not shown (and does not crash the report).
-    bad = build_report(replace(inputs, noise_matrix={"available": True, "joint": [[1, 2]], "classes": ["a"]}))
+    unusable = {"available": True, "joint": [[1, 2]], "classes": ["a"]}
+    bad = build_report(replace(inputs, noise_matrix=unusable, clean=without_estimate(inputs.clean)))
     assert "Noise matrix: not available: the file holds no given × true matrix" in bad.markdown
     assert bad.metrics["noise_rate"] is None
 
@@ -812,6 +969,7 @@ def test_report_stage_writes_the_outputs(tmp_path):
     # A run from before the score stage wrote them: not available, with a warning each.
     (reports / "influence.parquet").unlink()
     (reports / "noise_matrix.json").unlink()
+    write_json(without_estimate(inputs.clean), reports / "clean.json")
     old = run_report(tmp_path, {"report": {"top_suspects": 6, "duplicate_groups": 2}})
     assert old.returncode == 0, old.stderr
     assert re.search(r"WARNING .*influence\.parquet not found", old.stderr), old.stderr

@@ -159,6 +159,7 @@ def show(
     if score_cols and top > 0:
         col = "combined_score" if "combined_score" in score_cols else score_cols[0]
         cols = ["sample_id", "label_name", "suggested_label", col, "keep", "drop_reason"]
+        cols += [c for c in ("suspicion",) if c in m]  # likely_mislabeled / atypical (older manifests lack it)
         typer.echo(f"top {top} by {col}:")
         typer.echo(m.nlargest(top, col)[cols].to_string(index=False))
 

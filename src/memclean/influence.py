@@ -45,10 +45,11 @@ Identifiability. A target sees a source only through the ~``(1 − r)·K``
 members that held the target out (``r`` the subset ratio), and two sources
 with the same pattern over them are indistinguishable: with independent random
 subsets (Feldman & Zhang) telling N sources apart takes ``(1 − r)·K`` well
-above ``log2 N``. The golden-ratio rotations of
-:func:`memclean.ensemble.out_mask` give at most ``2K`` distinct patterns
-whatever ``N`` is, so there every estimate is shared by ~``N/(2K)`` sources
-(a warning says so).
+above ``log2 N``. One round of the ensemble's golden-ratio rotations
+(:func:`memclean.ensemble.out_mask`, ``m`` members) gives at most ``2m``
+distinct patterns whatever ``N`` is; its rounds are drawn independently, so the
+patterns multiply with every round (a warning says when sources still share
+patterns).
 """
 
 from __future__ import annotations
@@ -321,8 +322,8 @@ def fz_influence(
     if 0 < len(representatives) < len(src):
         log.warning(
             "fz_influence: %d sources share %d membership patterns over %d members: sources with the same "
-            "pattern get the same influence on every target (ties go to the lower row); only independent "
-            "random subsets with enough members tell every pair apart",
+            "pattern get the same influence on every target (ties go to the lower row); more members "
+            "(score.ensemble.members ≥ 20: independent rounds of subsets) tell the pairs apart",
             len(src),
             len(representatives),
             in_mask.shape[0],

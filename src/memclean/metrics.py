@@ -53,3 +53,52 @@ def roc_points(is_positive: np.ndarray, scores: np.ndarray, max_points: int = 20
         keep = np.unique(np.linspace(0, len(fpr) - 1, max_points).round().astype(int))
         fpr, tpr = fpr[keep], tpr[keep]
     return pd.DataFrame({"fpr": np.round(fpr, 6), "tpr": np.round(tpr, 6)})
+
+
+#: The suffix of the all-rows (confounded) figures in ``validation.json``.
+ALL_ROWS = "_all_rows"
+
+
+def measured_metrics(is_flipped: np.ndarray, scores: np.ndarray, suspected_own: np.ndarray) -> dict[str, Any]:
+    """Detection metrics among the rows not suspected beforehand, with the all-rows figures beside them.
+
+    ``auroc``, ``ap``, ``precision_at_k``, ``k`` and ``n`` are measured on the rows with
+    ``suspected_own`` false: injected flips (positives) against rows the first scoring run
+    considered clean (negatives). A real label error of the dataset's own is not counted as
+    a false positive there. ``auroc_all_rows``, ``ap_all_rows``, ``precision_at_k_all_rows``
+    and ``n_all_rows`` are the same figures over every row (the own errors counted as
+    negatives: confounded, lower when the scorer finds them).
+    """
+    y = np.asarray(is_flipped, dtype=bool)
+    s = np.asarray(scores, dtype=np.float64)
+    measured = ~np.asarray(suspected_own, dtype=bool)
+    inside = detection_metrics(y[measured], s[measured])
+    everywhere = detection_metrics(y, s)
+    return inside | {
+        f"auroc{ALL_ROWS}": everywhere["auroc"],
+        f"ap{ALL_ROWS}": everywhere["ap"],
+        f"precision_at_k{ALL_ROWS}": everywhere["precision_at_k"],
+        f"n{ALL_ROWS}": everywhere["n"],
+    }
+
+
+def measured_on(suspected_by: str | None, rows: int, flipped: int, excluded: int) -> dict[str, Any]:
+    """What the gated metrics of ``validation.json`` mean: a sentence and the counts."""
+    if suspected_by:
+        text = (
+            f"injected flips vs rows that {suspected_by} did not flag on the original labels; "
+            f"the {excluded} rows it flagged (suspected own label errors) are excluded from injection "
+            "and from auroc/ap/precision_at_k (the *_all_rows figures include them, as negatives)"
+        )
+    else:
+        text = (
+            "injected flips vs every other row: no scorer flagged own label errors beforehand "
+            "(confident learning did not run), so a real error that scores high counts as a false positive"
+        )
+    return {
+        "description": text,
+        "rows": rows,
+        "flipped": flipped,
+        "own_suspected_excluded": excluded,
+        "suspected_by": suspected_by,
+    }

@@ -182,8 +182,12 @@ class ScoreParams(Section):
 class InjectParams(Section):
     """The ``inject`` section: synthetic mislabels for validation."""
 
-    kind: Literal[NOISE_KINDS] = Field("symmetric", description="symmetric or asymmetric")  # type: ignore[valid-type]
-    rate: float = Field(0.1, ge=0.0, lt=1.0, description="exact fraction of ok rows flipped")
+    kind: Literal[NOISE_KINDS] = Field(  # type: ignore[valid-type]
+        "symmetric", description="symmetric, asymmetric or instance (towards the class the score ensemble confuses)"
+    )
+    rate: float = Field(
+        0.1, ge=0.0, lt=1.0, description="exact fraction of ok rows flipped (only rows not suspected beforehand flip)"
+    )
     seed: int = Field(0, ge=0, description="seed of the flips")
     pairs: dict[int, int] | None = Field(None, description="asymmetric: {from_class: to_class}; null = c -> c+1 mod K")
 
@@ -192,7 +196,9 @@ class ValidateParams(Section):
     """The ``validate`` section: the gate on the injected noise."""
 
     scorer: str = Field("best", min_length=1, description="scorer cleaning will use; best = highest AUROC")
-    min_auroc: Fraction = Field(0.9, description="gate: below this, cleaning drops nothing by score")
+    min_auroc: Fraction = Field(
+        0.9, description="gate: AUROC among rows not suspected beforehand; below this, cleaning drops nothing by score"
+    )
 
 
 class CleanParams(Section):
@@ -204,6 +210,9 @@ class CleanParams(Section):
         0.9, gt=0.0, le=1.0, description="threshold = lowest score reaching this precision on the injected noise"
     )
     max_drop_fraction: Fraction = Field(0.05, description="cap on samples dropped by score (fraction of ok rows)")
+    drop_heldout_by_score: bool = Field(
+        False, description="also drop rows of held-out splits (test, val...) by score; false = only flag them"
+    )
     drop_exact_duplicates: bool = Field(True, description="keep one of each set of identical images")
     drop_conflicting_duplicates: bool = Field(True, description="drop duplicate groups whose labels disagree")
     drop_split_leaks: bool = Field(True, description="drop the train side of groups that reach a held-out split")

@@ -8,13 +8,31 @@ Every input row comes out with ``keep`` and, when not kept, one
 3. ``split_leak`` — members of a group that also reaches a held-out split
    (``test``/``val``/…) and that are not themselves held-out;
 4. ``exact_duplicate`` — every copy but the first of a set of identical images;
-5. ``nonfinite_score`` — the chosen scorer gave no finite score (only when the
-   validation gate passed: a failed scorer decides nothing);
-6. ``suspected_label_error`` — the chosen score is at or above the threshold
-   set on the injected noise, for at most ``max_drop_fraction`` of the ok rows
-   (highest scores first); with ``score_action="flag"`` these rows are kept and
-   only marked ``suspected``. Nothing is dropped by score when the validation
-   gate failed.
+5. ``nonfinite_score`` — the chosen scorer gave no finite score;
+6. ``suspected_label_error`` — a **likely mislabeled** row (below), at most
+   ``min(estimated label errors, max_drop_fraction × ok rows)`` of them, highest
+   scores first.
+
+Rules 5–6 are the rules *by score*. They drop nothing when the validation gate
+failed (a failed scorer decides nothing), with ``score_action="flag"`` (rule 6),
+or for a row of a held-out split (:data:`~memclean.schema.HELDOUT_SPLITS`)
+unless ``drop_heldout_by_score`` is set.
+
+What the score says about a row is recorded whatever is then done with it, so
+it means the same whether the gate passed or not:
+
+* ``suspected`` — the row is ok, its score is finite and at or above the
+  threshold set on the injected noise (the lowest score reaching
+  ``target_precision``): the network had to memorize it;
+* ``suspicion`` — for suspected rows, ``likely_mislabeled`` when confident
+  learning (on the subset ensemble's out-of-sample probabilities, column
+  ``confident_learning_issue`` of the scores) also marks the row as a label
+  issue — the out-of-sample prediction confidently disagrees with the given
+  label — and ``atypical`` when it does not (a hard or rare but probably
+  correct image: kept and flagged); null for the others. Without the confident
+  learning column (ensemble scorers disabled) every suspected row is
+  ``likely_mislabeled``: the threshold alone decides, as before, and the
+  summary says so.
 
 No rule ever removes the last kept sample of a class: such a sample is kept
 and its ``drop_reason`` cleared.
@@ -23,6 +41,8 @@ and its ``drop_reason`` cleared.
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +51,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_curve
 
 from memclean.errors import MemcleanError
+from memclean.gate import Gate
 from memclean.options import CleanParams
 from memclean.schema import HELDOUT_SPLITS, Reason, Status
 
@@ -39,6 +60,77 @@ log = logging.getLogger(__name__)
 
 #: The ``clean`` params are the policy: defaults, types and ranges live in :mod:`memclean.options`.
 CleanPolicy = CleanParams
+
+#: ``suspicion`` of a suspected row that confident learning marks as a label issue (or of every
+#: suspected row when confident learning did not run).
+LIKELY_MISLABELED = "likely_mislabeled"
+#: ``suspicion`` of a suspected row that confident learning does not mark: atypical but probably correct.
+ATYPICAL = "atypical"
+#: The column of ``scores.parquet`` holding confident learning's verdict (1.0: a label issue).
+CL_ISSUE = "confident_learning_issue"
+#: The manifest column with :data:`LIKELY_MISLABELED` / :data:`ATYPICAL` / null.
+SUSPICION = "suspicion"  # manifest column: likely_mislabeled / atypical / null
+#: Below this final training accuracy the proxy network has not fit its labels (gate advice).
+LOW_TRAIN_ACCURACY = 0.95
+#: Two-sided 95 % normal quantile, for the Wilson interval.
+_Z95 = 1.959963984540054
+
+
+def wilson_interval(k: int, n: int, z: float = _Z95) -> tuple[float, float] | None:
+    """Wilson score interval of a binomial proportion ``k / n`` (``None`` when ``n`` is 0)."""
+    if n <= 0:
+        return None
+    p = min(max(k / n, 0.0), 1.0)
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1.0 - p) / n + z * z / (4 * n * n)) / denom
+    low = 0.0 if k <= 0 else max(0.0, centre - half)
+    high = 1.0 if k >= n else min(1.0, centre + half)
+    return low, high
+
+
+@dataclass(frozen=True)
+class NoiseEstimate:
+    """Confident learning's estimate of how many given labels are wrong (``noise_matrix.json``).
+
+    ``errors`` is the off-diagonal mass of the calibrated confident joint, over
+    ``n`` rows (the joint's total). The 95 % interval is Wilson's for a
+    binomial ``errors / n``: it covers the sampling uncertainty of the rate, not
+    the estimator's own bias (which grows when the out-of-sample probabilities
+    are poor).
+    """
+
+    errors: int | None
+    n: int
+
+    @classmethod
+    def from_report(cls, report: Mapping[str, Any] | None, n_rows: int) -> NoiseEstimate:
+        """Read ``noise_matrix.json``'s dict; not ``available`` (or missing) gives ``errors=None``."""
+        if not report or not report.get("available") or report.get("estimated_label_errors") is None:
+            return cls(None, n_rows)
+        joint = report.get("joint")
+        total = int(np.asarray(joint, dtype=np.int64).sum()) if joint else 0
+        return cls(int(report["estimated_label_errors"]), total or n_rows)
+
+    @property
+    def rate(self) -> float | None:
+        """Estimated noise rate, ``errors / n``."""
+        return None if self.errors is None or self.n <= 0 else self.errors / self.n
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``clean.json`` keys: ``estimated_label_errors``, ``estimated_noise_rate``, ``noise_rate_ci95``..."""
+        ci = wilson_interval(self.errors, self.n) if self.errors is not None else None
+        rate = self.rate
+        return {
+            "estimated_label_errors": self.errors,
+            "estimated_noise_rate": None if rate is None else round(rate, 6),
+            "noise_rate_ci95": None if ci is None else [round(ci[0], 6), round(ci[1], 6)],
+            "noise_estimate": {
+                "source": "confident learning (noise_matrix.json)" if self.errors is not None else "not available",
+                "rows": self.n,
+                "interval": "Wilson score interval, 95 %, binomial in rows: sampling uncertainty only",
+            },
+        }
 
 
 def threshold_at_precision(scores: np.ndarray, is_positive: np.ndarray, target: float) -> float | None:
@@ -62,6 +154,80 @@ def threshold_at_precision(scores: np.ndarray, is_positive: np.ndarray, target: 
     return float(thresholds[np.argmax(reaches)])
 
 
+def gate_advice(
+    gate: Gate,
+    validation: Mapping[str, Any] | None = None,
+    score_report: Mapping[str, Any] | None = None,
+    suspected: int = 0,
+) -> list[str]:
+    """Short, actionable advice when the validation gate failed (``[]`` when it passed).
+
+    Parameters
+    ----------
+    gate
+        The gate ``clean`` applied.
+    validation
+        ``validation.json`` (per-scorer AUROC, the injected noise).
+    score_report
+        ``score.json`` (``final_train_accuracy`` of the proxy network, the scorers that ran).
+    suspected
+        Rows at or above the threshold (flagged, not dropped).
+    """
+    if gate.passed:
+        return []
+    validation = validation or {}
+    score_report = score_report or {}
+    advice: list[str] = []
+    noise = validation.get("noise") or {}
+    if gate.scorer is None or (gate.auroc is None and "produced no scores" in gate.reason):
+        advice.append(
+            f"scorer {gate.scorer!r} produced no scores: enable a scorer in score.scorers or set validate.scorer: best"
+        )
+    elif gate.auroc is None:
+        advice.append(
+            f"the injected noise flipped {noise.get('flipped', 0)} labels, so nothing could be measured: "
+            "set inject.rate between 0 and 1 (e.g. 0.1)"
+        )
+    accuracy = score_report.get("final_train_accuracy")
+    if isinstance(accuracy, int | float) and accuracy < LOW_TRAIN_ACCURACY:
+        advice.append(
+            f"the proxy network fit only {accuracy:.1%} of its training labels (memorization scores need "
+            f"≥ {LOW_TRAIN_ACCURACY:.0%}): raise score.trainer.epochs or score.trainer.width"
+        )
+    elif gate.auroc is not None:
+        fit = f"the proxy network fits its labels ({accuracy:.1%}) but " if isinstance(accuracy, int | float) else ""
+        scorers = validation.get("scorers") or {}
+        better = [
+            (float(r["auroc"]), name)
+            for name, r in scorers.items()
+            if (r or {}).get("auroc") is not None
+            and float(r["auroc"]) >= gate.min_auroc
+            and name != gate.scorer
+            and (r or {}).get("ranks_label_errors", True)
+        ]
+        if better:
+            auroc, name = max(better)
+            advice.append(
+                f"{fit}{gate.scorer} separates the injected noise poorly; {name} reaches AUROC {auroc:.4f}: "
+                f"set validate.scorer: best (or clean.scorer: {name})"
+            )
+        else:
+            ran = set(score_report.get("scorers") or scorers)
+            missing = [s for s in ("fz_memorization", "cscore", "confident_learning") if s not in ran]
+            enable = f"enable the ensemble scorers ({', '.join(missing)}) in score.scorers" if missing else ""
+            more = "train more ensemble members (score.ensemble.members or budget)"
+            advice.append(
+                f"{fit}no scorer reaches validate.min_auroc {gate.min_auroc}: "
+                + (f"{enable}, or {more}" if enable else more)
+            )
+    advice.append(
+        f"nothing was dropped by score; the {suspected} rows above the threshold are only flagged "
+        "(suspected): review them with `memclean show`; once the gate passes, clean.score_action: flag "
+        "still only flags them"
+    )
+    return advice
+
+
 @dataclass
 class CleanResult:
     """The manifest and a summary of the decisions."""
@@ -79,6 +245,7 @@ def decide(
     threshold: float | None,
     gate_passed: bool,
     classes: list[str] | None = None,
+    noise: Mapping[str, Any] | None = None,
 ) -> CleanResult:
     """Apply the cleaning rules to every input row.
 
@@ -89,7 +256,8 @@ def decide(
     duplicates
         The dedup table.
     scores
-        ``sample_id``, ``<scorer>_score`` columns and ``suggested_label`` for the ok rows.
+        ``sample_id``, ``<scorer>_score`` columns, ``suggested_label`` and (when confident
+        learning ran) ``confident_learning_issue`` for the ok rows.
     policy
         The rules' settings.
     scorer
@@ -100,6 +268,9 @@ def decide(
         Whether the validation gate passed; when not, nothing is dropped by score.
     classes
         Class names, for the per-class counts.
+    noise
+        ``noise_matrix.json`` (confident learning's estimate); its ``estimated_label_errors``
+        caps the rows dropped by score.
 
     Returns
     -------
@@ -112,15 +283,20 @@ def decide(
     extra = scores.set_index("sample_id")
     if not extra.index.is_unique:
         raise MemcleanError("scores.parquet has repeated sample_id values")
-    m = m.join(extra[score_cols + (["suggested_label"] if "suggested_label" in extra else [])], on="sample_id")
+    wanted = score_cols + [c for c in ("suggested_label", CL_ISSUE) if c in extra]
+    m = m.join(extra[wanted], on="sample_id")
+    has_cl = CL_ISSUE in m
+    cl_issue = m.pop(CL_ISSUE).to_numpy(dtype=np.float64, na_value=np.nan) == 1.0 if has_cl else None
     if "suggested_label" not in m:
         m["suggested_label"] = pd.NA
     dup = duplicates.set_index("sample_id")
     m["dup_group"] = m["sample_id"].map(dup["group_id"]).astype("Int64")
 
     ok = (m["status"] == Status.OK.value).to_numpy()
+    n_ok = int(ok.sum())
     reason = pd.Series(pd.NA, index=m.index, dtype="string")
     reason[~ok] = m.loc[~ok, "reason"].astype("string")
+    heldout = m["split"].isin(HELDOUT_SPLITS).to_numpy(dtype=bool)
 
     def mark(mask: np.ndarray, code: Reason) -> None:
         free = mask & ok & reason.isna().to_numpy()
@@ -132,45 +308,68 @@ def decide(
         mark(conflict, Reason.CONFLICTING_DUPLICATE)
     if policy.drop_split_leaks and in_group.any():
         cross = m["sample_id"].map(dup["cross_split"]).fillna(False).to_numpy(dtype=bool)
-        groups_heldout = set(m.loc[in_group & m["split"].isin(HELDOUT_SPLITS).to_numpy(), "dup_group"].dropna())
+        groups_heldout = set(m.loc[in_group & heldout, "dup_group"].dropna())
         reaches_heldout = m["dup_group"].isin(groups_heldout).fillna(False).to_numpy(dtype=bool)
-        mark(cross & reaches_heldout & ~m["split"].isin(HELDOUT_SPLITS).to_numpy(), Reason.SPLIT_LEAK)
+        mark(cross & reaches_heldout & ~heldout, Reason.SPLIT_LEAK)
     if policy.drop_exact_duplicates:
         digest = m["pixel_sha256"].where(ok)
         later_copy = digest.notna().to_numpy() & digest.duplicated(keep="first").to_numpy()
         mark(later_copy, Reason.EXACT_DUPLICATE)
 
+    estimate = NoiseEstimate.from_report(noise, n_ok)
+    by_score_allowed = ~heldout | policy.drop_heldout_by_score
     suspected = np.zeros(n_in, dtype=bool)
-    by_score = 0
+    likely = np.zeros(n_in, dtype=bool)
     nonfinite = 0
+    cap: int | None = None
+    capped = 0
+    heldout_spared = 0
     score_note = "no scorer chosen"
     if scorer is not None:
         col = f"{scorer}_score"
         if col not in m:
             raise MemcleanError(f"scores.parquet has no column {col!r}; scorers present: {score_cols}")
         values = m[col].to_numpy(dtype=np.float64, na_value=np.nan)
-        bad = ok & ~np.isfinite(values)
+        finite = np.isfinite(values)
+        bad = ok & ~finite
         nonfinite = int(bad.sum())
         if gate_passed:  # a scorer that failed validation decides nothing, not even by its missing values
-            mark(bad, Reason.NONFINITE_SCORE)
+            mark(bad & by_score_allowed, Reason.NONFINITE_SCORE)
+        if threshold is not None:  # recorded whatever the gate says, so `suspected` means one thing
+            suspected = ok & finite & (values >= threshold)
+            likely = suspected & cl_issue if cl_issue is not None else suspected.copy()
         if not gate_passed:
             score_note = "validation gate failed: nothing dropped by score"
+            if threshold is not None:
+                score_note += f"; {int(suspected.sum())} rows with {scorer} ≥ {threshold:.6g} only flagged"
         elif threshold is None:
             score_note = f"no threshold reaches target precision {policy.target_precision}: nothing dropped by score"
         else:
-            candidates = ok & np.isfinite(values) & (values >= threshold) & reason.isna().to_numpy()
-            cap = int(np.floor(policy.max_drop_fraction * ok.sum()))
-            idx = np.nonzero(candidates)[0]
+            score_note = f"{scorer} ≥ {threshold:.6g} (precision ≥ {policy.target_precision} on injected noise)"
+            if cl_issue is not None:
+                score_note += " and confident learning marks a label issue"
+            else:
+                score_note += "; no confident_learning_issue column (ensemble scorers off): the threshold alone decides"
+            eligible = likely & reason.isna().to_numpy()
+            heldout_spared = int((eligible & ~by_score_allowed).sum())
+            idx = np.nonzero(eligible & by_score_allowed)[0]
+            cap_fraction = int(np.floor(policy.max_drop_fraction * n_ok))
+            cap = cap_fraction if estimate.errors is None else min(cap_fraction, estimate.errors)
             if len(idx) > cap:
                 order = np.lexsort((idx, -values[idx]))  # highest scores first, ties by row order
+                capped = len(idx) - cap
                 idx = idx[order[:cap]]
-            suspected[idx] = True
-            by_score = len(idx)
-            score_note = f"{scorer} ≥ {threshold:.6g} (precision ≥ {policy.target_precision} on injected noise)"
-            if candidates.sum() > cap:
-                score_note += f"; capped at max_drop_fraction={policy.max_drop_fraction} ({cap} rows)"
+            if capped:
+                limits = f"max_drop_fraction={policy.max_drop_fraction}: {cap_fraction}"
+                if estimate.errors is not None:
+                    limits += f", estimated label errors: {estimate.errors}"
+                score_note += f"; capped at {cap} rows ({limits})"
+            if heldout_spared:
+                score_note += f"; {heldout_spared} held-out rows only flagged (clean.drop_heldout_by_score: false)"
             if policy.score_action == "drop":
-                mark(suspected, Reason.SUSPECTED_LABEL_ERROR)
+                selected = np.zeros(n_in, dtype=bool)
+                selected[idx] = True
+                mark(selected, Reason.SUSPECTED_LABEL_ERROR)
 
     keep = reason.isna().to_numpy().copy()
     # Never remove the last kept sample of a class.
@@ -194,6 +393,10 @@ def decide(
     m["keep"] = keep
     m["drop_reason"] = reason.astype(object).where(reason.notna(), None)
     m["suspected"] = suspected
+    suspicion = np.full(n_in, None, dtype=object)
+    suspicion[suspected & ~likely] = ATYPICAL
+    suspicion[likely] = LIKELY_MISLABELED
+    m[SUSPICION] = suspicion
     m["suggested_label"] = m["suggested_label"].astype("Int32")
     if len(m) != n_in:
         raise AssertionError("rows in != rows out")
@@ -207,15 +410,22 @@ def decide(
     by_reason = m.loc[~m["keep"], "drop_reason"].value_counts()
     summary = {
         "rows": n_in,
-        "ok": int(ok.sum()),
+        "ok": n_ok,
         "kept": int(keep.sum()),
         "dropped": int((~keep).sum()),
         "by_reason": {str(k): int(v) for k, v in sorted(by_reason.items())},
         "suspected": int(suspected.sum()),
-        "dropped_by_score": int(by_score if policy.score_action == "drop" else 0),
+        "likely_mislabeled": int(likely.sum()),
+        "atypical": int((suspected & ~likely).sum()),
+        "dropped_by_score": int(by_reason.get(Reason.SUSPECTED_LABEL_ERROR.value, 0)),
+        "drop_cap": cap,
+        "capped": capped,
+        "heldout_flagged_not_dropped": heldout_spared,
+        "decision_rule": "score_and_confident_learning" if cl_issue is not None else "score_only",
         "nonfinite_scores": nonfinite,
         "restored_last_of_class": restored,
         "score_rule": score_note,
+        **estimate.to_dict(),
         "class_counts_before": counts(ok),
         "class_counts_after": counts(keep & ok),
     }

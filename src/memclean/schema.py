@@ -107,6 +107,8 @@ NOISY_LABELS_SCHEMA = pa.schema(
         pa.field("label", pa.int32(), nullable=False),
         pa.field("noisy_label", pa.int32(), nullable=False),
         pa.field("is_flipped", pa.bool_(), nullable=False),
+        # True: suspected of a label error of its own before injection (never flipped, not measured).
+        pa.field("suspected_own", pa.bool_(), nullable=False),
     ]
 )
 
@@ -140,9 +142,17 @@ INFLUENCE_SCHEMA = pa.schema(
 
 
 def validation_scores_schema(scorer_names: list[str]) -> pa.Schema:
-    """Schema of ``validation_scores.parquet``: scores on the noisy labels and ``is_flipped``."""
+    """Schema of ``validation_scores.parquet``: scores on the noisy labels, ``is_flipped`` and ``suspected_own``.
+
+    ``suspected_own`` rows (suspected label errors of the dataset's own, never flipped) are
+    not among the rows ``validate`` measures on.
+    """
     return pa.schema(
-        [pa.field("sample_id", pa.string(), nullable=False), pa.field("is_flipped", pa.bool_(), nullable=False)]
+        [
+            pa.field("sample_id", pa.string(), nullable=False),
+            pa.field("is_flipped", pa.bool_(), nullable=False),
+            pa.field("suspected_own", pa.bool_(), nullable=False),
+        ]
         + [pa.field(f"{name}_score", pa.float64()) for name in scorer_names]
     )
 
@@ -153,6 +163,7 @@ MANIFEST_EXTRA = [
     pa.field("keep", pa.bool_(), nullable=False),
     pa.field("drop_reason", pa.string()),
     pa.field("suspected", pa.bool_(), nullable=False),
+    pa.field("suspicion", pa.string()),
     pa.field("suggested_label", pa.int32()),
 ]
 

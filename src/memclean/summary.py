@@ -27,6 +27,21 @@ def _num(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _opt_float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def _interval(value: Any) -> tuple[float, float] | None:
+    """``[low, high]`` from JSON, or ``None``."""
+    if not isinstance(value, list | tuple) or len(value) != 2 or None in value:
+        return None
+    return float(value[0]), float(value[1])
+
+
 def read_report(path: Path) -> dict[str, Any] | None:
     """A stage's JSON report as a dict; ``None`` when missing, unreadable or not an object."""
     try:
@@ -88,6 +103,11 @@ class CleanCounts:
     suspected: int
     by_reason: dict[str, int]
     score_rule: str | None = None
+    likely_mislabeled: int | None = None
+    atypical: int | None = None
+    estimated_noise_rate: float | None = None
+    noise_rate_ci95: tuple[float, float] | None = None
+    advice: tuple[str, ...] = ()
 
     @classmethod
     def from_manifest(cls, manifest: pd.DataFrame) -> CleanCounts:
@@ -97,6 +117,7 @@ class CleanCounts:
         suspected = (
             manifest["suspected"].astype(bool) if "suspected" in manifest else pd.Series(False, index=manifest.index)
         )
+        suspicion = manifest.get("suspicion")
         return cls(
             rows=len(manifest),
             kept=int(keep.sum()),
@@ -104,6 +125,8 @@ class CleanCounts:
             dropped_by_score=int(reasons.get("suspected_label_error", 0)),
             suspected=int(suspected.sum()),
             by_reason={str(k): int(v) for k, v in sorted(reasons.items())},
+            likely_mislabeled=int((suspicion == "likely_mislabeled").sum()) if suspicion is not None else None,
+            atypical=int((suspicion == "atypical").sum()) if suspicion is not None else None,
         )
 
     def reason_table(self) -> pd.DataFrame:
@@ -167,6 +190,11 @@ class RunSummary:
                 suspected=int(clean.get("suspected", 0)),
                 by_reason={str(k): int(v) for k, v in (clean.get("by_reason") or {}).items()},
                 score_rule=clean.get("score_rule"),
+                likely_mislabeled=_opt_int(clean.get("likely_mislabeled")),
+                atypical=_opt_int(clean.get("atypical")),
+                estimated_noise_rate=_opt_float(clean.get("estimated_noise_rate")),
+                noise_rate_ci95=_interval(clean.get("noise_rate_ci95")),
+                advice=tuple(str(a) for a in (clean.get("advice") or ())),
             )
             if clean
             else None,
@@ -213,8 +241,18 @@ class RunSummary:
                 f"clean: {c.rows} rows, {c.kept} kept, {c.dropped} dropped ({reasons}); "
                 f"{c.dropped_by_score} dropped and {c.suspected} suspected by score"
             )
+            if c.likely_mislabeled is not None and c.atypical is not None:
+                out.append(
+                    f"suspected: {c.likely_mislabeled} likely mislabeled, "
+                    f"{c.atypical} atypical but probably correct (kept, flagged)"
+                )
+            if c.estimated_noise_rate is not None:
+                ci = c.noise_rate_ci95
+                span = f" (95% CI {ci[0]:.4f}–{ci[1]:.4f})" if ci else ""
+                out.append(f"estimated noise rate: {c.estimated_noise_rate:.4f}{span}")
             if c.score_rule:
                 out.append(f"score rule: {c.score_rule}")
+            out += [f"advice: {a}" for a in c.advice]
         return out
 
     def text(self) -> str:

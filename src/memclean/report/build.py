@@ -8,13 +8,22 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from memclean.report.facts import Facts, RowCounts, digests, highest_scores, ordered_groups, strongest_pairs
+from memclean.report.facts import (
+    SUSPICION,
+    Facts,
+    RowCounts,
+    digests,
+    highest_scores,
+    ordered_groups,
+    strongest_pairs,
+)
 from memclean.report.figures import class_balance_figure, histogram_figure, image_data_uri, roc_figure
 from memclean.report.formatting import NA, fixed, flatten, fmt, get, label_name, num, param_value, pct
-from memclean.report.inputs import REASON_TEXT, ReportInputs, ReportOptions
+from memclean.report.inputs import DECISION_RULE_TEXT, REASON_TEXT, SUSPICION_TEXT, ReportInputs, ReportOptions
 from memclean.report.model import (
     ClassBalance,
     ClassRow,
+    Cleaning,
     DuplicateGroup,
     Duplicates,
     GateState,
@@ -46,6 +55,31 @@ from memclean.schema import INGEST_REASONS
 
 _INGEST_CODES = frozenset(r.value for r in INGEST_REASONS)
 _GATE_STATE: dict[bool | None, GateState] = {True: "pass", False: "fail", None: "unknown"}
+#: The ``clean.json`` keys of the suspicion classes and the noise estimate (absent from older runs).
+_CLEANING_KEYS = (
+    "likely_mislabeled",
+    "atypical",
+    "decision_rule",
+    "estimated_noise_rate",
+    "noise_rate_ci95",
+    "drop_cap",
+    "advice",
+)
+
+
+def noise_rate_text(rate: float | None, ci: tuple[float, float] | None) -> str:
+    """``16.7% (95% interval 6.7%–35.9%)``; the interval only when known, ``n/a`` without a rate."""
+    if rate is None:
+        return NA
+    return f"{rate:.1%}" + (f" (95% interval {ci[0]:.1%}–{ci[1]:.1%})" if ci is not None else "")
+
+
+def suspicion_text(value: Any, keep: bool) -> str:
+    """The badge of a suspected row (``""`` for none): "likely mislabeled", "atypical, kept"..."""
+    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    text = SUSPICION_TEXT.get(str(value), str(value))
+    return f"{text}, kept" if value == "atypical" and keep else text
 
 
 def _split_row(name: str, c: RowCounts) -> SplitRow:
@@ -141,6 +175,42 @@ class _Builder:
             provenance=provenance,
         )
 
+    def cleaning(self) -> Cleaning | None:
+        """The suspicion classes, decision rule and noise estimate; why and what to try when the gate failed."""
+        f, clean = self.f, self.inp.clean
+        advice_in = get(clean, "advice")
+        advice = [fmt(a) for a in advice_in] if isinstance(advice_in, list) else []
+        has_column = SUSPICION in self.m.columns
+        if not has_column and f.gate_passed is not False and not any(get(clean, k) is not None for k in _CLEANING_KEYS):
+            return None  # an older run: nothing new to say
+        rule = get(clean, "decision_rule")
+        if f.gate_passed is False:
+            dropped = f"{fmt(f.dropped_by_score)} (the gate failed: likely mislabeled rows are only flagged)"
+        else:
+            dropped = fmt(f.dropped_by_score)
+        rows = [
+            ("likely mislabeled (dropped when the gate passes)", fmt(f.likely_mislabeled)),
+            ("atypical (kept, flagged)", fmt(f.atypical)),
+            ("dropped by score", dropped),
+            ("decision rule", DECISION_RULE_TEXT.get(rule, fmt(rule)) if isinstance(rule, str) else NA),
+            ("estimated noise rate (confident learning)", noise_rate_text(f.noise_rate, f.noise_ci95)),
+            ("estimated label errors", fmt(f.label_errors)),
+        ]
+        cap, capped = get(clean, "drop_cap"), get(clean, "capped")
+        if cap is not None:
+            more = f" ({fmt(capped)} more likely mislabeled rows kept)" if num(capped) else ""
+            rows.append(("drop cap (rows)", fmt(cap) + more))
+        spared = get(clean, "heldout_flagged_not_dropped")
+        if spared is not None:
+            setting = get(clean, "drop_heldout_by_score")
+            rows.append(
+                (
+                    "held-out rows flagged, not dropped",
+                    fmt(spared) + (f" (clean.drop_heldout_by_score: {fmt(setting)})" if setting is not None else ""),
+                )
+            )
+        return Cleaning(rows=rows, gate_failed=f.gate_passed is False, reason=fmt(f.gate_reason), advice=advice)
+
     def class_balance(self) -> ClassBalance:
         f = self.f
         rows = []
@@ -168,7 +238,17 @@ class _Builder:
                     nonfinite=fmt(get(r, "nonfinite")),
                     roles=roles,
                     description=str(self.inp.scorer_descriptions.get(name, "")),
+                    auroc_all_rows=fixed(get(r, "auroc_all_rows")),
                 )
+            )
+        all_rows = any(get(r, "auroc_all_rows") is not None for r in scorers.values())
+        where = get(val, "measured_on")
+        measured_on = None
+        if isinstance(where, Mapping):
+            measured_on = (
+                f"AUROC, AP and P@k are measured on {fmt(get(where, 'rows'))} rows "
+                f"({fmt(get(where, 'flipped'))} injected flips, {fmt(get(where, 'own_suspected_excluded'))} "
+                f"suspected own label errors left out): {fmt(get(where, 'description'))}."
             )
         failed = get(val, "run", "failures") or {}
         failures = [(fmt(k), fmt(v)) for k, v in failed.items()] if isinstance(failed, Mapping) else []
@@ -191,6 +271,8 @@ class _Builder:
             noise_seed=fmt(get(noise, "seed")),
             scorers=rows,
             show_descriptions=any(r.description for r in rows),
+            show_all_rows=all_rows,
+            measured_on=measured_on,
             failures=failures,
             roc_figure=roc_figure(self.inp.roc, scorers, f.scorer),
             scorer=fmt(f.scorer),
@@ -225,6 +307,7 @@ class _Builder:
                     score=fixed(r["_s"]),
                     image=self.thumb(r["row"]),
                     status=self.status(bool(r["keep"]), r["drop_reason"], bool(r["suspected"])),
+                    suspicion=suspicion_text(r[SUSPICION], bool(r["keep"])) if SUSPICION in r else "",
                 )
             )
         return tiles
@@ -414,6 +497,7 @@ def build_view(inputs: ReportInputs, options: ReportOptions, manifest: pd.DataFr
     return ReportView(
         header=header,
         summary=b.summary(),
+        cleaning=b.cleaning(),
         class_balance=b.class_balance(),
         validation=b.validation(),
         histograms=b.histograms(),

@@ -72,6 +72,41 @@ def split_counts(m: pd.DataFrame) -> dict[str, RowCounts]:
     return out
 
 
+#: The manifest column that classes a suspected row (``likely_mislabeled`` / ``atypical`` / null).
+SUSPICION = "suspicion"
+LIKELY_MISLABELED = "likely_mislabeled"
+ATYPICAL = "atypical"
+
+
+def suspicion_counts(m: pd.DataFrame, clean: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """Rows classed ``likely_mislabeled`` and ``atypical``: the manifest's column, else clean.json's counts.
+
+    Parameters
+    ----------
+    m
+        The manifest from :func:`prepare_manifest` (``suspicion`` only when the clean stage wrote it).
+    clean
+        ``clean.json``.
+
+    Returns
+    -------
+    (int or None, int or None)
+        ``None`` where neither says (an older run).
+    """
+    if SUSPICION in m.columns:
+        values = m[SUSPICION].astype(object)
+        return int((values == LIKELY_MISLABELED).sum()), int((values == ATYPICAL).sum())
+    return _count(get(clean, "likely_mislabeled")), _count(get(clean, "atypical"))
+
+
+def noise_interval(value: Any) -> tuple[float, float] | None:
+    """``[lo, hi]`` of clean.json's ``noise_rate_ci95`` as two finite floats, else ``None``."""
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        return None
+    lo, hi = num(value[0]), num(value[1])
+    return None if lo is None or hi is None else (lo, hi)
+
+
 #: The scorer that writes ``noise_matrix.json`` (when the file does not name one).
 NOISE_MATRIX_SCORER = "confident_learning"
 
@@ -227,6 +262,13 @@ class Facts:
     conflict_groups: int | None
     cross_groups: int | None
     noise: NoiseFacts | None = None
+    likely_mislabeled: int | None = None
+    atypical: int | None = None
+    #: Confident learning's estimated noise rate: noise_matrix.json's ``noise_rate``, else clean.json's
+    #: ``estimated_noise_rate`` (the same quantity: estimated errors over the confident joint's rows).
+    noise_rate: float | None = None
+    noise_ci95: tuple[float, float] | None = None
+    label_errors: int | None = None
 
     @property
     def total(self) -> RowCounts:
@@ -359,6 +401,14 @@ def compute_facts(inp: ReportInputs, m: pd.DataFrame) -> Facts:
     best = get(inp.validation, "best")
     classes = list(inp.classes)
     groups, exact, near, conflict, cross = _group_counts(inp)
+    noise = noise_facts(inp.noise_matrix, classes)
+    likely, atypical = suspicion_counts(m, inp.clean)
+    noise_rate = noise.rate if noise is not None else None
+    if noise_rate is None:
+        noise_rate = num(get(inp.clean, "estimated_noise_rate"))
+    label_errors = noise.errors if noise is not None else None
+    if label_errors is None:
+        label_errors = _count(get(inp.clean, "estimated_label_errors"))
 
     total = row_counts(m)
     facts = Facts(
@@ -387,7 +437,12 @@ def compute_facts(inp: ReportInputs, m: pd.DataFrame) -> Facts:
         near_groups=near,
         conflict_groups=conflict,
         cross_groups=cross,
-        noise=noise_facts(inp.noise_matrix, classes),
+        noise=noise,
+        likely_mislabeled=likely,
+        atypical=atypical,
+        noise_rate=noise_rate,
+        noise_ci95=noise_interval(get(inp.clean, "noise_rate_ci95")),
+        label_errors=label_errors,
     )
     for key, mine in (("rows", facts.rows), ("kept", facts.kept), ("dropped", facts.dropped)):
         theirs = get(inp.clean, key)
@@ -491,6 +546,10 @@ def metrics(f: Facts, inp: ReportInputs) -> dict[str, Any]:
     Returns
     -------
     dict
+        ``noise_rate`` is confident learning's estimated noise rate (clean.json's
+        ``estimated_noise_rate`` is the same quantity, so it is not repeated under
+        that name; it fills in when noise_matrix.json is missing); ``likely_mislabeled`` and ``atypical`` count the suspected rows
+        by class.
     """
     return {
         "rows": f.rows,
@@ -515,6 +574,8 @@ def metrics(f: Facts, inp: ReportInputs) -> dict[str, Any]:
         "cross_split_groups": f.cross_groups,
         "split_leaks_dropped": f.by_reason.get(Reason.SPLIT_LEAK.value, 0),
         "classes": len(inp.classes) if inp.classes else len(f.class_before),
-        "estimated_label_errors": f.noise.errors if f.noise is not None else None,
-        "noise_rate": f.noise.rate if f.noise is not None else None,
+        "estimated_label_errors": f.label_errors,
+        "noise_rate": f.noise_rate,
+        "likely_mislabeled": f.likely_mislabeled,
+        "atypical": f.atypical,
     }

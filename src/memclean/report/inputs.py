@@ -34,6 +34,22 @@ SECTION_IDS: tuple[str, ...] = (
 #: Sentence shown (HTML and Markdown) when the validation gate failed.
 GATE_FAILED_TEXT = "The validation gate FAILED: nothing was dropped by score."
 
+#: ``clean.json``'s ``decision_rule`` in words: which suspected rows count as likely mislabeled.
+DECISION_RULE_TEXT: dict[str, str] = {
+    "score_and_confident_learning": (
+        "likely mislabeled = score at or above the threshold and confident learning marks a label issue; "
+        "above the threshold only = atypical (kept, flagged)"
+    ),
+    "score_only": (
+        "likely mislabeled = score at or above the threshold alone (no confident learning verdict: "
+        "the ensemble scorers did not run), so no row is called atypical"
+    ),
+}
+DECISION_RULE_TEXT["confident_learning_and_score"] = DECISION_RULE_TEXT["score_and_confident_learning"]
+
+#: Badge of a top-suspect tile per manifest ``suspicion`` (an atypical row that was kept reads "atypical, kept").
+SUSPICION_TEXT: dict[str, str] = {"likely_mislabeled": "likely mislabeled", "atypical": "atypical"}
+
 #: Line shown (HTML and Markdown) when ``influence.parquet`` is empty: how to turn the scorer on.
 INFLUENCE_OFF_TEXT = "fz_influence did not run: no influence pairs. Enable it in params.yaml with"
 

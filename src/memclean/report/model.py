@@ -84,6 +84,20 @@ class Summary:
 
 
 @dataclass(frozen=True)
+class Cleaning:
+    """What the score said about the rows and what was done with them (``clean.json``).
+
+    ``rows`` are (label, value) pairs; ``gate_failed`` puts ``reason`` ("why")
+    and ``advice`` ("what to try") prominently on the page.
+    """
+
+    rows: list[tuple[str, str]]
+    gate_failed: bool
+    reason: str
+    advice: list[str]
+
+
+@dataclass(frozen=True)
 class ClassRow:
     """Rows of one class before (ok rows) and after cleaning (kept rows)."""
 
@@ -114,6 +128,7 @@ class ScorerRow:
     nonfinite: str
     roles: list[str]
     description: str
+    auroc_all_rows: str = "n/a"  #: AUROC over every row (the dataset's own errors count as negatives)
 
 
 @dataclass(frozen=True)
@@ -133,6 +148,8 @@ class Validation:
     noise_seed: str
     scorers: list[ScorerRow]
     show_descriptions: bool
+    show_all_rows: bool  #: some scorer has ``auroc_all_rows``: the table gets the "AUROC (all rows)" column
+    measured_on: str | None  #: what the metrics were measured on (``validation.json``'s ``measured_on``)
     failures: list[tuple[str, str]]
     roc_figure: ImageURI
     scorer: str
@@ -164,6 +181,7 @@ class Suspect:
     score: str
     image: ImageURI
     status: Status
+    suspicion: str = ""  #: the badge text ("likely mislabeled", "atypical, kept"...); "" when none
 
 
 @dataclass(frozen=True)
@@ -345,11 +363,14 @@ class ReportView:
     """Everything the report shows, section by section.
 
     ``top_suspects`` is ``None`` when the manifest has no score of the
-    cleaning scorer, ``quarantine`` when no row was quarantined.
+    cleaning scorer, ``quarantine`` when no row was quarantined, ``cleaning``
+    when neither ``clean.json`` nor the manifest says how suspected rows were
+    classed (an older run).
     """
 
     header: Header
     summary: Summary
+    cleaning: Cleaning | None
     class_balance: ClassBalance
     validation: Validation
     histograms: Histograms

@@ -80,7 +80,7 @@ class FZInfluence(EnsembleScorer):
         "correctness (duplicates/leaks, not label errors; ensemble)"
     )
     Params = InfluenceParams
-    default = True
+    default = False
     oriented = False
 
     def from_ensemble(self, ensemble: Ensemble) -> ScoreResult:
