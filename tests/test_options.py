@@ -84,6 +84,14 @@ def test_every_key_rejects_a_wrong_type_in_one_line(key):
             "validate.scorer 'curvature'",
         ),
         ({"clean": {"scorer": "gone"}}, None, "clean.scorer 'gone'"),
+        (
+            {
+                "inject": {"kind": "instance"},
+                "score": {"scorers": {"fz_memorization": False, "cscore": False, "confident_learning": False}},
+            },
+            None,
+            "inject.kind: instance follows the subset ensemble",
+        ),
         ({"clean": {"drop_exact_duplicates": "maybe"}}, None, "clean.drop_exact_duplicates"),
         ({"ingest": {"channels": 2}}, None, "ingest.channels"),
         ({"bogus": {}}, None, "bogus: unknown key"),
@@ -92,6 +100,12 @@ def test_every_key_rejects_a_wrong_type_in_one_line(key):
 def test_reported_bad_params(section, value, message):
     with pytest.raises(MemcleanError, match=message.replace("(", r"\(").replace("[", r"\[")):
         parse_params(section)
+
+
+def test_instance_noise_is_accepted_when_an_ensemble_scorer_runs():
+    assert parse_params({"inject": {"kind": "instance"}}).inject.kind == "instance"  # the defaults run cscore
+    only = {"fz_memorization": False, "confident_learning": False}
+    assert parse_params({"inject": {"kind": "instance"}, "score": {"scorers": only}}).inject.kind == "instance"
 
 
 def test_quoted_booleans_keep_their_meaning():

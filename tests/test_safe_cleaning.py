@@ -231,3 +231,29 @@ def test_summary_prints_the_advice_and_the_noise_estimate(tmp_path):
     )
     counts = CleanCounts.from_manifest(m)
     assert (counts.likely_mislabeled, counts.atypical, counts.advice) == (1, 1, ())
+
+
+def test_a_proxy_that_cannot_learn_fails_the_gate_and_the_advice_says_train_longer():
+    """A real (tiny, one-epoch) training run: its scores do not separate the noise; the advice names the fix."""
+    import torch
+    from sklearn.datasets import load_digits
+
+    from memclean.gate import decide_gate
+    from memclean.metrics import detection_metrics
+    from memclean.noise import inject
+    from memclean.scores import score_dataset
+    from memclean.train import TrainConfig
+
+    digits = load_digits()
+    pixels = (digits.images[:400] * (255 / 16)).astype(np.uint8)[:, None]
+    noisy = inject(digits.target[:400].astype(np.int64), 10, "symmetric", 0.1, seed=0)
+    flipped = noisy != digits.target[:400]
+    weak = TrainConfig(epochs=1, width=1, lr=1e-4, seed=0)
+    out = score_dataset(pixels, noisy, 10, {"aum": {}}, weak, torch.device("cpu"))
+    results = {"aum": detection_metrics(flipped, out.scores["aum_score"].to_numpy())}
+    gate = decide_gate(results, "best", 0.9, out.failures)
+    assert not gate.passed and "below" in gate.reason, gate
+    accuracy = out.summary()["final_train_accuracy"]
+    assert accuracy < 0.5
+    advice = gate_advice(gate, {"scorers": results}, {"final_train_accuracy": accuracy, "scorers": ["aum"]}, 3)
+    assert "score.trainer.epochs" in advice[0] and f"{accuracy:.1%}" in advice[0]

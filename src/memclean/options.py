@@ -257,6 +257,13 @@ class PipelineParams(Section):
             )
         if self.clean.scorer != "gate" and self.clean.scorer not in runs:
             raise ValueError(f"clean.scorer {self.clean.scorer!r} is not run by score.scorers ({', '.join(runs)})")
+        if self.inject.kind == "instance" and not any(
+            name != COMBINED and scorer_class(name).needs == "ensemble" for name in runs
+        ):
+            raise ValueError(
+                "inject.kind: instance follows the subset ensemble's confusions, but score.scorers runs no "
+                "ensemble scorer: enable one (e.g. cscore: {}) or pick symmetric/asymmetric"
+            )
         return self
 
     def section(self, name: str) -> dict[str, Any]:
