@@ -41,7 +41,7 @@ from pydantic import ConfigDict, Field
 
 from memclean.errors import MemcleanError
 from memclean.executor import map_jobs
-from memclean.io import atomic_path
+from memclean.io import array_digest, atomic_path
 from memclean.progress import Progress
 from memclean.train import Checkpoint, TrainConfig, evaluate, softmax, to_device, train
 
@@ -307,9 +307,6 @@ class _LastModel:
 #: What a member records: its logits on every sample and each probe's values.
 MemberOutput = dict[str, np.ndarray]
 
-#: A probe: called with the member's last checkpoint over every sample; returns N×d values (or None).
-Probe = Callable[[Checkpoint], "np.ndarray | None"]
-
 
 @dataclass(frozen=True)
 class MemberJob:
@@ -326,13 +323,15 @@ def train_member_job(
     labels: np.ndarray,
     num_classes: int,
     device: str,
-    probes: Mapping[str, Probe],
+    probes: Mapping[str, Any],
     threads: int,
     train_member: Callable[..., Any] = train,
 ) -> MemberOutput:
     """Train one member on its subset; evaluate it on every sample; run the probes.
 
-    A module-level function so that any executor can run it. ``threads`` pins
+    ``probes``: name → object whose ``member_probe(checkpoint)`` gives N×d values
+    (an :class:`~memclean.scores.base.EnsembleScorer`). A module-level function so
+    that any executor can run it (the probe objects travel with the job). ``threads`` pins
     torch's intra-op threads for the job (and restores them after), so that a
     member computed on a Dask worker is bit-identical to one computed here.
     """
@@ -351,7 +350,7 @@ def train_member_job(
         out: MemberOutput = {"logits": logits.astype(np.float16)}
         everything = replace(cp, data=data, logits=logits)
         for name, probe in probes.items():
-            values = probe(everything)
+            values = probe.member_probe(everything)
             if values is not None:
                 out[name] = np.asarray(values, dtype=np.float32).reshape(len(labels), -1).astype(np.float16)
         return out
@@ -360,22 +359,15 @@ def train_member_job(
 
 
 def _digest(*parts: Any) -> str:
+    """SHA-256 over arrays (by :func:`memclean.io.array_digest`) and JSON-able values."""
     h = hashlib.sha256()
     for part in parts:
-        if isinstance(part, np.ndarray):
-            h.update(str((part.dtype.str, part.shape)).encode())
-            h.update(np.ascontiguousarray(part).data)
-        else:
-            h.update(json.dumps(part, sort_keys=True, default=str).encode())
+        h.update(
+            array_digest(part).encode()
+            if isinstance(part, np.ndarray)
+            else json.dumps(part, sort_keys=True, default=str).encode()
+        )
         h.update(b"\0")
-    return h.hexdigest()
-
-
-def pixels_digest(pixels: np.ndarray) -> str:
-    """SHA-256 of the pixel array (dtype, shape and bytes), read in chunks."""
-    h = hashlib.sha256(str((pixels.dtype.str, pixels.shape)).encode())
-    for start in range(0, len(pixels), 4096):
-        h.update(np.ascontiguousarray(pixels[start : start + 4096]).data)
     return h.hexdigest()
 
 
@@ -479,8 +471,8 @@ def train_ensemble(
         the_plan.rule,
     )
     in_mask = ~out_mask(n, config, k_total)
-    probe_fns = {name: p.member_probe for name, p in (probes or {}).items() if _probes(p)}
-    probe_spec = sorted((name, getattr(p, "params", None)) for name, p in (probes or {}).items() if _probes(p))
+    probers = {name: p for name, p in (probes or {}).items() if _probes(p)}
+    probe_spec = sorted((name, getattr(p, "params", None)) for name, p in probers.items())
     threads = torch.get_num_threads()
     jobs = [
         MemberJob(
@@ -490,7 +482,7 @@ def train_ensemble(
         )
         for k in range(k_total)
     ]
-    store = MemberCache(cache, _digest(pixels_digest(pixels), labels, num_classes, str(device))) if cache else None
+    store = MemberCache(cache, _digest(pixels, labels, num_classes, str(device))) if cache else None
     keys = [store.key(job, probe_spec, threads) if store else "" for job in jobs]
     outputs: list[MemberOutput | None] = [store.get(key) if store else None for key in keys]
     todo = [job for job, out in zip(jobs, outputs, strict=True) if out is None]
@@ -500,19 +492,18 @@ def train_ensemble(
         raise MemcleanError("a custom train_member runs only with the local executor")
     start = time.perf_counter()
     local = config.executor == "local"
-    probers = {name: p for name, p in (probes or {}).items() if name in probe_fns}
     shared: dict[str, Any] = {
         "pixels": np.asarray(pixels) if local else np.array(pixels),  # a memory map does not travel
         "labels": labels,
         "num_classes": num_classes,
         "device": str(device),
-        "probes": probe_fns if local else probers,  # bound methods stay here; scorer objects travel
+        "probes": probers,
         "threads": threads,
     }
     if local:
         shared["train_member"] = train_member
     trained = map_jobs(
-        train_member_job if local else _remote_member,
+        train_member_job,
         todo,
         config.executor,
         config.dask_address,
@@ -528,7 +519,7 @@ def train_ensemble(
                 store.put(keys[i], out)
     done = [o for o in outputs if o is not None]
     logits = np.stack([o["logits"] for o in done])
-    extras = {name: np.stack([o[name] for o in done]) for name in probe_fns if all(name in o for o in done)}
+    extras = {name: np.stack([o[name] for o in done]) for name in probers if all(name in o for o in done)}
     ratios = np.array([config.ratio_of(k) for k in range(k_total)], dtype=np.float64)
     return Ensemble(in_mask, logits, labels, time.perf_counter() - start, extras, ratios=ratios)
 
@@ -541,21 +532,6 @@ def _probes(obj: Any) -> bool:
     from memclean.scores.base import EnsembleScorer  # the scorers import this module
 
     return method is not EnsembleScorer.member_probe
-
-
-def _remote_member(
-    job: MemberJob,
-    pixels: np.ndarray,
-    labels: np.ndarray,
-    num_classes: int,
-    device: str,
-    probes: Mapping[str, Any],
-    threads: int,
-) -> MemberOutput:
-    """:func:`train_member_job` on a Dask worker: the probes travel as scorer objects, not bound methods."""
-    return train_member_job(
-        job, pixels, labels, num_classes, device, {n: p.member_probe for n, p in probes.items()}, threads
-    )
 
 
 def _record_dtype(num_classes: int, extras: Mapping[str, np.ndarray]) -> np.dtype:
