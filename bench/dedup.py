@@ -32,9 +32,27 @@ Prints one JSON object on stdout (progress goes to stderr). What it measures:
    (cross-split groups, test images with a duplicate in train), label-conflict
    groups, timings and five example groups of each kind.
 
+6. **Planted copies** (``--planted N``): CIFAR-10 train+test read straight from the Parquet
+   files, plus ``N`` edited copies of random images (random 1–4 px shifts, 80–95 % crops
+   rescaled back, ±20 % brightness/contrast, JPEG quality 30–90, horizontal flips, one edit
+   each, and a ``combo`` kind with a geometric edit, colour, JPEG and a flip together), put
+   in a random split. :func:`memclean.dedup.find_duplicates` with its defaults runs end to
+   end on the pixels (wall and CPU time); recall of planted pairs per edit and tier,
+   precision on planted images (found near pairs of a planted copy that are not its
+   original), other pairs per tier, the largest group, train/test leak pairs per tier, and
+   ``bench/results/dedup_pairs_sample.png``: 50 random found non-planted near pairs side by
+   side, to judge by eye.
+7. **Synthetic scale** (``--synthetic N``): ``N`` procedurally generated 32×32 images (random
+   blobs and bars) with 1 % planted copies; time and peak RSS (``resource.getrusage``).
+
 Usage (from the repository root)::
 
     .venv/bin/python bench/dedup.py [--data-dir DIR] [--skip-cifar] [--quick] [--out FILE]
+    .venv/bin/python bench/dedup.py --planted 1200 [--knn-no-shifts] [--out FILE]
+    .venv/bin/python bench/dedup.py --synthetic 100000 [--out FILE]
+
+``--planted`` and ``--synthetic`` run only their own part. JSON goes to stdout and, with
+``--out``, to that file (``bench/results/`` is git-ignored).
 
 ``--quick`` uses 10,000 images instead of 60,000 for a smoke run.
 """
@@ -370,6 +388,212 @@ def bench_cifar(data_dir: Path, workdir: Path) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- planted copies
+
+EDIT_KINDS = ("shift", "crop", "colour", "jpeg", "flip", "combo")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def _edit(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """One edited copy of an ``H×W×3`` uint8 image."""
+    import io
+
+    from PIL import ImageEnhance
+
+    side = img.shape[0]
+    im = Image.fromarray(img)
+    geometric = kind if kind != "combo" else str(rng.choice(["shift", "crop"]))
+    if geometric == "shift":
+        dy, dx = 0, 0
+        while dy == 0 and dx == 0:
+            dy, dx = (int(v) for v in rng.integers(-4, 5, 2))
+        a = np.pad(np.asarray(im), ((4, 4), (4, 4), (0, 0)), mode="edge")
+        im = Image.fromarray(a[4 - dy : 4 - dy + side, 4 - dx : 4 - dx + side])
+    elif geometric == "crop":
+        c = round(rng.uniform(0.8, 0.95) * side)
+        y0, x0 = (int(v) for v in rng.integers(0, side - c + 1, 2))
+        im = im.crop((x0, y0, x0 + c, y0 + c)).resize((side, side), Image.Resampling.BICUBIC)
+    if kind in ("colour", "combo"):
+        im = ImageEnhance.Brightness(im).enhance(rng.uniform(0.8, 1.2))
+        im = ImageEnhance.Contrast(im).enhance(rng.uniform(0.8, 1.2))
+    if kind == "flip" or (kind == "combo" and rng.random() < 0.5):
+        im = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    if kind in ("jpeg", "combo"):
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=int(rng.integers(30, 91)))
+        im = Image.open(buf).convert("RGB")
+    return np.asarray(im)
+
+
+def _load_cifar(root: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    import io
+
+    import pyarrow.parquet as pq
+
+    images, labels, splits = [], [], []
+    for split in ("train", "test"):
+        table = pq.read_table(root / f"{split}.parquet").to_pydict()
+        for cell, label in zip(table["img"], table["label"]):
+            images.append(np.asarray(Image.open(io.BytesIO(cell["bytes"])).convert("RGB")))
+            labels.append(label)
+            splits.append(split)
+    return np.stack(images), np.asarray(labels, np.int32), np.asarray(splits, dtype=object)
+
+
+def _samples(pixels: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> pd.DataFrame:
+    from memclean.imaging import pixel_digest
+
+    n = len(pixels)
+    return pd.DataFrame(
+        {
+            "sample_id": [f"{s}/{i}" for i, s in enumerate(splits)],
+            "label": labels,
+            "split": splits,
+            "pixel_sha256": [pixel_digest(p) for p in pixels],
+            "status": "ok",
+            "row": np.arange(n),
+        }
+    )
+
+
+def _run_timed(samples: pd.DataFrame, pixels: np.ndarray, **kw: Any) -> tuple[dedup.DedupResult, dict[str, Any]]:
+    import resource
+
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = dedup.find_duplicates(samples, pixels, **kw)
+    info = {
+        "wall_seconds": rnd(time.perf_counter() - wall, 2),
+        "cpu_seconds": rnd(time.process_time() - cpu, 2),
+        "peak_rss_mib": rnd(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "load_average_1min": rnd(os.getloadavg()[0], 2),
+    }
+    return result, info
+
+
+def render_pairs(pixels: np.ndarray, rows: list[tuple[int, int, float]], path: Path) -> None:
+    """Pairs side by side (HWC uint8 images), five pairs per row, similarity not drawn."""
+    side = pixels.shape[1]
+    scale, per_row = 3, 5
+    cell_w = 2 * side + 12
+    height = ((len(rows) + per_row - 1) // per_row) * (side + 6)
+    canvas = np.full((max(height, 1), per_row * cell_w, 3), 255, np.uint8)
+    for t, (a, b, _) in enumerate(rows):
+        r, c = divmod(t, per_row)
+        y, x = r * (side + 6), c * cell_w
+        canvas[y : y + side, x : x + side] = pixels[a]
+        canvas[y : y + side, x + side + 2 : x + 2 * side + 2] = pixels[b]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.Resampling.NEAREST).save(
+        path
+    )
+
+
+def bench_planted(data_dir: Path, n_planted: int, knn_shifts: bool, seed: int = SEED) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    start = time.perf_counter()
+    images, labels, splits = _load_cifar(data_dir / "cifar10")
+    load_seconds = time.perf_counter() - start
+    n = len(images)
+    src = rng.choice(n, n_planted, replace=False)
+    kinds = np.array([EDIT_KINDS[i % len(EDIT_KINDS)] for i in range(n_planted)])
+    copies = np.stack([_edit(images[s], k, rng) for s, k in zip(src, kinds)])
+    copy_split = np.where(rng.random(n_planted) < 1 / 6, "test", "train").astype(object)
+    all_images = np.concatenate([images, copies])
+    pixels = np.ascontiguousarray(all_images.transpose(0, 3, 1, 2))
+    samples = _samples(pixels, np.concatenate([labels, labels[src]]), np.concatenate([splits, copy_split]))
+    log.info("planted: %d images + %d copies; find_duplicates", n, n_planted)
+    result, timing = _run_timed(samples, pixels, knn_shifts=knn_shifts)
+    ids = samples["sample_id"].to_numpy()
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    p = result.pairs
+    a, b = pos[p["a"]].to_numpy(), pos[p["b"]].to_numpy()
+    planted_key = set(zip(src.tolist(), (n + np.arange(n_planted)).tolist()))
+    is_planted = np.array([(int(x), int(y)) in planted_key for x, y in zip(a, b)], bool)
+    kind = p["kind"].to_numpy()
+    found = {(int(x), int(y)): k for x, y, k, hit in zip(a, b, kind, is_planted) if hit}
+    tiers = [found.get((int(s), n + i)) for i, s in enumerate(src)]
+    recall_near = np.array([t in ("near", "exact") for t in tiers])
+    recall_any = np.array([t is not None for t in tiers])
+    # Precision on planted copies: near pairs touching a copy that are not copy–original pairs,
+    # and not copy–(a duplicate of the original already in CIFAR-10, judged as near by the pipeline).
+    touches_copy = (b >= n) & np.isin(kind, ["near", "exact"])
+    near_planted = int((touches_copy & is_planted).sum())
+    other_on_copies = int((touches_copy & ~is_planted).sum())
+    d = result.duplicates
+    sizes = d.groupby("group_id").size()
+    others = ~is_planted & (b < n)
+    sample_rows = np.nonzero(others & (kind == "near"))[0]
+    pick: np.ndarray = np.sort(rng.choice(sample_rows, min(50, len(sample_rows)), replace=False))
+    render_pairs(
+        all_images,
+        [(int(a[i]), int(b[i]), float(p["similarity"].iloc[i])) for i in pick],
+        RESULTS / "dedup_pairs_sample.png",
+    )
+    return {
+        "images": n,
+        "planted": n_planted,
+        "knn_shifts": knn_shifts,
+        "load_seconds": rnd(load_seconds, 2),
+        "find_duplicates": timing,
+        "stage_timings": result.stats["timings"],
+        "recall_near": rnd(float(recall_near.mean())),
+        "recall_any_tier": rnd(float(recall_any.mean())),
+        "recall_near_by_edit": {k: rnd(float(recall_near[kinds == k].mean())) for k in EDIT_KINDS},
+        "precision_on_planted": rnd(near_planted / max(1, near_planted + other_on_copies)),
+        "near_pairs_planted": near_planted,
+        "near_pairs_of_copies_not_planted": other_on_copies,
+        "other_pairs_per_tier": {t: int((others & (kind == t)).sum()) for t in dedup.PAIR_KINDS},
+        "largest_group": int(sizes.max()) if len(sizes) else 0,
+        "groups": int(result.stats["groups"]),
+        "cifar_train_test_leak_pairs_per_tier": {
+            t: int((others & (kind == t) & p["cross_split"].to_numpy()).sum()) for t in dedup.PAIR_KINDS
+        },
+        "stats": result.stats,
+        "pairs_sample_png": str(RESULTS / "dedup_pairs_sample.png"),
+    }
+
+
+def synthetic_images(n: int, rng: np.random.Generator, side: int = 32) -> np.ndarray:
+    """``n`` random ``3×side×side`` images: a colour gradient, a few blobs and a bar each."""
+    yy, xx = np.mgrid[0:side, 0:side] / side
+    out = np.empty((n, 3, side, side), np.uint8)
+    for start in range(0, n, 4096):
+        m = min(4096, n - start)
+        base = rng.uniform(0, 255, (m, 3, 1, 1)) + rng.uniform(-80, 80, (m, 3, 1, 1)) * xx
+        for _ in range(3):
+            cy, cx = rng.uniform(0, 1, (2, m, 1, 1, 1))
+            r = rng.uniform(0.05, 0.25, (m, 1, 1, 1))
+            blob = np.exp(-(((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r**2)))
+            base = base + rng.uniform(-150, 150, (m, 3, 1, 1)) * blob
+        out[start : start + m] = np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+    return out
+
+
+def bench_synthetic(n: int, knn_shifts: bool, seed: int = SEED) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    n_copies = max(1, n // 100)
+    base = synthetic_images(n - n_copies, rng)
+    src = rng.choice(len(base), n_copies, replace=False)
+    copies = np.stack([_edit(base[s].transpose(1, 2, 0), EDIT_KINDS[i % 5], rng) for i, s in enumerate(src)])
+    pixels = np.concatenate([base, copies.transpose(0, 3, 1, 2)])
+    samples = _samples(pixels, np.zeros(n, np.int32), np.full(n, "train", dtype=object))
+    result, timing = _run_timed(samples, pixels, knn_shifts=knn_shifts)
+    pos = pd.Series(np.arange(n), index=samples["sample_id"].to_numpy())
+    p = result.pairs[result.pairs["kind"] == "near"]
+    key = set(zip(pos[p["a"]].tolist(), pos[p["b"]].tolist()))
+    hits = [(int(s), len(base) + i) in key for i, s in enumerate(src)]
+    return {
+        "images": n,
+        "planted": n_copies,
+        "knn_shifts": knn_shifts,
+        "find_duplicates": timing,
+        "stage_timings": result.stats["timings"],
+        "recall_near": rnd(float(np.mean(hits))),
+        "near_pairs": int(result.stats["near_pairs"]),
+        "largest_group": int(result.stats["largest_group"]),
+    }
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -392,6 +616,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-cifar", action="store_true", help="skip the CIFAR-10 find_duplicates run")
     parser.add_argument("--quick", action="store_true", help=f"use {QUICK_N:,} images instead of {FULL_N:,}")
     parser.add_argument("--out", type=Path, help="also write the JSON to this file")
+    parser.add_argument("--planted", type=int, help="CIFAR-10 with this many planted edited copies (only)")
+    parser.add_argument("--synthetic", type=int, help="this many synthetic images with planted copies (only)")
+    parser.add_argument("--knn-no-shifts", action="store_true", help="find_duplicates(knn_shifts=False)")
     return parser.parse_args(argv)
 
 
@@ -402,6 +629,17 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(SEED)
     wall = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "memclean.dedup", "quick": bool(args.quick), "machine": machine_info()}
+    if args.planted or args.synthetic:
+        if args.planted:
+            report["planted"] = bench_planted(args.data_dir, args.planted, not args.knn_no_shifts)
+        if args.synthetic:
+            report["synthetic"] = bench_synthetic(args.synthetic, not args.knn_no_shifts)
+        text = json.dumps(report, indent=2)
+        print(text)
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(text + "\n")
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
         workdir = Path(tmp)

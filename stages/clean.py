@@ -15,12 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from memclean import project
 from memclean.errors import MemcleanError
 from memclean.export import export_kept
 from memclean.gate import cleaning_gate
 from memclean.io import params_digest, read_parquet, write_json, write_parquet
-from memclean.policy import decide, gate_advice, threshold_at_precision
+from memclean.policy import NoiseEstimate, Threshold, decide, gate_advice, threshold_by_estimated_precision
 from memclean.schema import DUPLICATES_SCHEMA, manifest_schema
 
 
@@ -46,20 +48,28 @@ def main() -> None:
     gate = cleaning_gate(validation, params.scorer)
     scorer = gate.scorer
     vscores = read_parquet(project.VALIDATION_SCORES)
-    threshold = None
+    noise = _optional_report(project.NOISE_MATRIX)  # None when missing: no cap by estimated errors
+    estimate = NoiseEstimate.from_report(noise, len(scores))
+    cut = Threshold(None, None, None, 0)
     if scorer is not None and f"{scorer}_score" in vscores and f"{scorer}_score" in scores:
-        # The rows suspected before injection are the dataset's own errors: like validate, leave them out.
-        measured = ~vscores["suspected_own"].to_numpy(dtype=bool) if "suspected_own" in vscores else slice(None)
-        threshold = threshold_at_precision(
-            vscores[f"{scorer}_score"].to_numpy()[measured],
-            vscores["is_flipped"].to_numpy()[measured],
+        # Correct labels score like validate's unflipped rows outside the suspected own errors.
+        flipped = vscores["is_flipped"].to_numpy(dtype=bool)
+        measured = np.ones(len(vscores), dtype=bool)
+        if "suspected_own" in vscores:  # the rows suspected before injection are the dataset's own errors
+            measured = ~vscores["suspected_own"].to_numpy(dtype=bool)
+        injected = vscores[f"{scorer}_score"].to_numpy(dtype=np.float64, na_value=np.nan)
+        cut = threshold_by_estimated_precision(
+            scores[f"{scorer}_score"].to_numpy(dtype=np.float64, na_value=np.nan),
+            injected[measured & ~flipped],
+            len(scores) - (estimate.errors or 0),
             params.target_precision,
+            injected_scores=injected[measured & flipped],
         )
     elif scorer is not None:
         project.log.warning("scorer %s produced no scores: nothing is dropped by score", scorer)
         scorer = None
+    threshold = cut.value
 
-    noise = _optional_report(project.NOISE_MATRIX)  # None when missing: no cap by estimated errors
     result = decide(samples, duplicates, scores, params, scorer, threshold, gate.passed, classes, noise)
     advice = gate_advice(gate, validation, _optional_report(project.SCORE_METRICS), result.summary["suspected"])
     names = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
@@ -75,7 +85,10 @@ def main() -> None:
         {
             **result.summary,
             "scorer": scorer,
-            "threshold": threshold,
+            **cut.to_dict(),
+            "threshold_rule": "lowest score whose rows are estimated to reach target_precision, from the data "
+            "(false positives = (rows - estimated label errors) x share of validate's unflipped rows scoring as "
+            "high) or on the injected noise (flips among validate's measured rows scoring as high)",
             "target_precision": params.target_precision,
             "score_action": params.score_action,
             "gate": {"passed": gate.passed, "reason": gate.reason, "auroc": gate.auroc},

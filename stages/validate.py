@@ -1,6 +1,9 @@
 """DVC stage ``validate``: do the scorers find injected mislabels on *this* dataset?
 
-Runs the same scoring as ``score`` on the noisy labels and measures, per
+With ``validate.mode: retrain`` (the default) it runs the same scoring as ``score`` on
+the noisy labels; with ``heldout`` it trains nothing and rescores the out-of-sample
+ensemble scorers (``cscore``, ``confident_learning``) from ``score``'s ensemble
+(``data/interim/ensemble.npy``) against the noisy labels. It measures, per
 scorer, AUROC, average precision and precision@k (k = number flipped) **among the
 rows not suspected beforehand**: injected flips against rows the first scoring run
 considered clean. Rows ``inject`` marked ``suspected_own`` (label errors of the
@@ -20,15 +23,41 @@ and the timings ``data/reports/timings/validate.json``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from memclean import project
+from memclean.ensemble import load_ensemble
 from memclean.errors import MemcleanError
 from memclean.gate import best_scorer, decide_gate
 from memclean.io import atomic_path, params_digest, read_metadata, read_parquet, write_json, write_parquet
 from memclean.metrics import measured_metrics, measured_on, roc_points
+from memclean.options import ScoreParams
 from memclean.schema import NOISY_LABELS_SCHEMA, validation_scores_schema
-from memclean.scores import ranks_label_errors
+from memclean.scores import ranks_label_errors, rescore_heldout
+
+
+def comparability(sparams: ScoreParams) -> dict[str, Any]:
+    """Check that the injected run scores like the real one: the same ``score`` params, trainer and scorers.
+
+    ``score`` stamps ``scores.parquet`` with the digest of the params it ran with; a
+    different digest here means the two runs are not comparable (one line, stop). A file
+    without the stamp (written by something else) is reported as ``unknown``.
+    """
+    digest = params_digest(sparams.model_dump(mode="json"))
+    stamped = read_metadata(project.SCORES).get("params_digest") if project.SCORES.exists() else None
+    if stamped is not None and stamped != digest:
+        raise MemcleanError(
+            f"{project.SCORES} was scored with other score params than validate would use "
+            "(trainer, scorers or ensemble differ): rerun the score stage (dvc repro)"
+        )
+    return {
+        "score_params": "same" if stamped is not None else "unknown",
+        "score_params_digest": digest,
+        "description": "validate scores with the score stage's trainer, scorers and ensemble settings "
+        "on the same rows; only the labels differ",
+    }
 
 
 def main() -> None:
@@ -42,7 +71,17 @@ def main() -> None:
     suspected = noisy["suspected_own"].to_numpy(dtype=bool)
     measured = ~suspected
     noisy_labels = noisy["noisy_label"].to_numpy(dtype="int64")
-    outcome = project.run_scoring(noisy_labels, len(classes), pixels, sparams, project.heldout_rows(ok))
+    comparable = comparability(sparams)
+    if params.mode == "heldout":  # no training: the score stage's members, rescored against the noisy labels
+        ensemble = load_ensemble(project.ENSEMBLE, noisy_labels)
+        if ensemble is None:
+            raise MemcleanError(
+                f"validate.mode heldout needs the subset ensemble, but {project.ENSEMBLE} holds no member: "
+                "rerun the score stage with an ensemble scorer, or use validate.mode: retrain"
+            )
+        outcome = rescore_heldout(ensemble, sparams.scorers, sparams.combine)
+    else:
+        outcome = project.run_scoring(noisy_labels, len(classes), pixels, sparams, project.heldout_rows(ok))
 
     results, curves = {}, []
     for name in outcome.scorer_names:
@@ -70,6 +109,7 @@ def main() -> None:
         "measured_on": measured_on(
             noise_meta.get("suspected_by"), int(measured.sum()), int(flipped[measured].sum()), int(suspected.sum())
         ),
+        "comparable": comparable,
         "scorers": results,
         "best": best,
         "gate": gate.to_dict(),

@@ -198,7 +198,7 @@ def test_stage_graph_comes_from_dvc(flow_repo):
     assert upstream["params"] == set() and upstream["ingest"] == {"params"}
     assert upstream["dedup"] == {"params", "ingest"}
     assert upstream["inject"] == {"params", "ingest", "score"}  # inject reads the first scoring run
-    assert upstream["validate"] == {"params", "ingest", "inject"}
+    assert upstream["validate"] == {"params", "ingest", "score", "inject"}  # mode heldout reads its ensemble
     assert "data/interim/samples.parquet" in next(s.outs for s in stages if s.name == "ingest")
     # targets: the stage and everything upstream of it.
     want = ["params", "ingest", "score", "inject", "validate"]

@@ -15,7 +15,7 @@ import pytest
 from memclean.errors import MemcleanError
 from memclean.export import export_kept
 from memclean.options import parse_params
-from memclean.policy import CleanPolicy, decide, threshold_at_precision
+from memclean.policy import CL_ISSUE, CleanPolicy, decide
 
 
 def make_tables():
@@ -137,16 +137,6 @@ def test_policy_validation_and_missing_scorer():
         decide(samples, dups, scores, CleanPolicy(), "y", 0.5, True)
 
 
-def test_threshold_at_precision():
-    s = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4])
-    y = np.array([1, 1, 0, 1, 0, 0], bool)
-    assert threshold_at_precision(s, y, 1.0) == 0.8
-    assert threshold_at_precision(s, y, 0.75) == 0.6
-    assert threshold_at_precision(s, ~y, 1.0) is None
-    # Ties are taken together: [1, 0] at the same score give precision 0.5.
-    assert threshold_at_precision(np.array([0.9, 0.9, 0.1]), np.array([1, 0, 1], bool), 0.9) is None
-
-
 @pytest.mark.parametrize("fmt", ["imagefolder", "parquet", "none"])
 def test_export_kept(tmp_path, fmt):
     samples, dups, scores = make_tables()
@@ -198,3 +188,74 @@ def test_manifest_integers_read_back_as_integers(tmp_path):
         assert str(m[column].dtype).startswith("Int"), (column, m[column].dtype)
     kept = m[m["keep"] & m["row"].notna()]
     assert isinstance(int(kept["row"].iloc[0]), int)
+
+
+def test_threshold_by_estimated_precision_is_calibrated_on_a_mixture():
+    from memclean.policy import threshold_by_estimated_precision
+
+    rng = np.random.default_rng(0)
+    correct, wrong = rng.normal(0.0, 1.0, 9000), rng.normal(3.0, 1.0, 1000)
+    scores = np.concatenate([correct, wrong])
+    is_wrong = np.r_[np.zeros(9000, bool), np.ones(1000, bool)]
+    null = rng.normal(0.0, 1.0, 5000)  # correct rows of another run
+    for target in (0.8, 0.9, 0.95):
+        cut = threshold_by_estimated_precision(scores, null, 9000, target)
+        above = scores >= cut.value
+        assert cut.estimated_precision >= target and cut.rows_above == above.sum()
+        assert abs(is_wrong[above].mean() - target) < 0.04  # the estimate is close to the truth
+    # Correct-label rows above every wrong one: no threshold reaches the target.
+    assert threshold_by_estimated_precision(np.r_[correct, wrong], np.full(10, 99.0), 9000, 0.9).value is None
+    assert threshold_by_estimated_precision(np.array([]), null, 0, 0.9).value is None
+    # Unknown own errors left among the null rows make the estimate conservative, never optimistic.
+    contaminated = np.r_[null, rng.normal(3.0, 1.0, 300)]
+    strict = threshold_by_estimated_precision(scores, contaminated, 9000, 0.9)
+    assert strict.value > threshold_by_estimated_precision(scores, null, 9000, 0.9).value
+    assert is_wrong[scores >= strict.value].mean() >= 0.9
+
+
+def test_the_injected_estimate_decides_when_the_data_estimate_cannot():
+    from memclean.policy import threshold_by_estimated_precision
+
+    rng = np.random.default_rng(1)
+    correct, wrong = rng.normal(0.0, 1.0, 900), rng.normal(4.0, 1.0, 100)
+    # Many own errors left among the null rows: the estimate from the data reaches no target...
+    null = np.r_[rng.normal(0.0, 1.0, 800), rng.normal(4.0, 1.0, 80)]
+    assert threshold_by_estimated_precision(np.r_[correct, wrong], null, 990, 0.9).value is None
+    # ...while 200 injected flips stand out against them: that precision decides.
+    cut = threshold_by_estimated_precision(
+        np.r_[correct, wrong], null, 990, 0.9, injected_scores=rng.normal(6.0, 0.5, 200)
+    )
+    assert cut.value is not None and cut.decided_by == "injected" and cut.precision_on_injected >= 0.9
+
+
+def test_likely_rule_prefers_disagreement_and_falls_back():
+    from memclean.policy import CL_DISAGREES, likely_rule
+
+    a, b = np.array([True, False]), np.array([False, True])
+    assert likely_rule("disagreement", {CL_ISSUE: a, CL_DISAGREES: b})[0] == "score_and_disagreement"
+    assert likely_rule("confident_learning", {CL_ISSUE: a, CL_DISAGREES: b})[1] is a
+    assert likely_rule("disagreement", {CL_ISSUE: a}) == ("score_and_confident_learning", a)
+    assert likely_rule("disagreement", {}) == ("score_only", None)
+
+
+def test_near_duplicates_keep_one_per_group_and_split():
+    samples, dups, scores = make_tables()
+    samples.loc[samples["sample_id"] == "s1", "split"] = "test"
+    near = pd.DataFrame(
+        {
+            "group_id": [3, 3, 3],
+            "sample_id": ["s4", "s5", "s1"],  # two train copies of one photo, one in test
+            "label_conflict": [False] * 3,
+            "cross_split": [False] * 3,
+        }
+    )
+    dups = pd.concat([dups, near], ignore_index=True)
+    res = decide(samples, dups, scores, CleanPolicy(drop_split_leaks=False, drop_near_duplicates=True), "x", None, True)
+    r = reasons(res)
+    assert r["s4"] is None and r["s1"] is None  # the first train copy and the test one stay
+    assert r["s5"] == "near_duplicate"
+    assert res.summary["by_reason"]["near_duplicate"] == 1
+    off = decide(
+        samples, dups, scores, CleanPolicy(drop_split_leaks=False, drop_near_duplicates=False), "x", None, True
+    )
+    assert "near_duplicate" not in off.summary["by_reason"]

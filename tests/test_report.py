@@ -143,6 +143,7 @@ def make_inputs(gate_passed: bool = True) -> ReportInputs:
     m["suggested_label"] = pd.array(
         [(int(v) + 1) % 3 if s else v for v, s in zip(m["suggested_label"], suspected, strict=True)], dtype="Int32"
     )
+    m["suggested_confidence"] = np.where(suspected, 0.875, np.nan)
 
     dups = pd.DataFrame(
         {

@@ -14,6 +14,7 @@ from memclean.options import parse_params
 from memclean.policy import (
     ATYPICAL,
     CL_ISSUE,
+    CL_SUGGESTED_P,
     LIKELY_MISLABELED,
     CleanPolicy,
     NoiseEstimate,
@@ -79,6 +80,18 @@ def test_atypical_but_correct_rows_are_kept_and_flagged():
     assert (s["suspected"], s["likely_mislabeled"], s["atypical"], s["dropped_by_score"]) == (8, 4, 4, 3)
     assert s["decision_rule"] == "score_and_confident_learning"
     assert "confident learning marks a label issue" in s["score_rule"]
+
+
+def test_suggested_label_comes_with_its_out_of_sample_confidence():
+    samples, dups, scores = tables()
+    scores[CL_SUGGESTED_P] = np.linspace(0.05, 0.95, N)
+    m = by_id(decide(samples, dups, scores, CleanPolicy(max_drop_fraction=1.0), "x", 0.9, True))
+    assert CL_SUGGESTED_P not in m
+    assert m["suggested_confidence"].to_numpy() == pytest.approx(np.linspace(0.05, 0.95, N), abs=1e-6)
+    # Without confident learning's column the confidence is unknown, not invented.
+    samples, dups, scores = tables(with_cl=False)
+    m = by_id(decide(samples, dups, scores, CleanPolicy(max_drop_fraction=1.0), "x", 0.9, True))
+    assert m["suggested_confidence"].isna().all()
 
 
 def test_a_missing_cl_verdict_counts_as_not_marked():

@@ -1,24 +1,40 @@
-"""Exact and near-duplicate detection over the ingested pixel array.
+"""Exact, near and similar duplicates over the ingested pixel array: pairs first, then groups.
 
-* Exact duplicates share the SHA-256 of their decoded pixels (``pixel_sha256``).
-* Near duplicates are pairs whose 64-bit perceptual hashes (imagehash's
-  ``phash`` by default) differ in at most ``max_distance`` bits. All such pairs
-  are found by multi-index hashing: the 64 bits are cut into ``m`` chunks; by the
-  pigeonhole principle two hashes within distance ``r`` agree to within
-  ``r // m`` bits on at least one chunk, so candidates come from table look-ups
-  of each chunk and its few bit-flip neighbours, and are verified with an XOR and
-  a popcount. No Python loop runs over pairs.
-* Near-constant images (blank, flat) all hash alike; they are excluded from the
-  near search (they still form exact groups when their pixels are identical).
-* Groups are the connected components of the exact and near pairs. A group is
-  flagged ``label_conflict`` when its members carry different labels and
-  ``cross_split`` when it spans several splits (train/test leakage).
+* **Exact** duplicates share the SHA-256 of their decoded pixels (``pixel_sha256``).
+  Identical images are collapsed to the first of each set before the near search.
+* **Candidates** for near copies come from two cheap sources:
+
+  - perceptual hashes (imagehash's ``phash`` by default) within ``max_distance`` bits,
+    found by multi-index hashing: the 64 bits are cut into ``m`` chunks; by the
+    pigeonhole principle two hashes within distance ``r`` agree to within ``r // m``
+    bits on at least one chunk, so candidates come from table look-ups of each chunk
+    and its few bit-flip neighbours, checked with an XOR and a popcount. Hashes are
+    skipped for images whose shorter side is under ``min_hash_side`` (phash works on a
+    32×32 resize: below that its bits carry no information about the image);
+  - the ``knn_k`` nearest neighbours of each image in low-resolution pixel space
+    (:mod:`memclean.nearcopy`: blurred colour thumbnails, queried as the image, its
+    mirror image and a few shifted versions).
+
+* **Verification.** Every candidate pair gets a similarity in ``[-1, 1]`` (the best
+  normalised cross-correlation over small shifts, zooms and a mirror, coarse-to-fine; see
+  :mod:`memclean.nearcopy`). Pairs at or above ``near_threshold`` are ``near`` (one photo,
+  edited); pairs between ``similar_threshold`` and ``near_threshold`` are ``similar`` (same
+  scene, another shot): written to the pairs table, never grouped.
+* **Groups** are built from exact and verified near pairs only and cannot chain: a greedy
+  star clustering takes the image with the most near pairs as a representative, gives it
+  its verified near partners that are still free (at most ``max_group_size``; the cut is
+  logged), and repeats. Every member is verified near to its representative. A group is
+  flagged ``label_conflict`` when its members carry different labels and ``cross_split``
+  when it spans several splits (train/test leakage).
+* Near-constant images (blank, flat) all look alike; they are excluded from the near
+  search (they still form exact groups when their pixels are identical).
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 from math import comb
 from typing import Any
@@ -27,13 +43,13 @@ import imagehash
 import numpy as np
 import pandas as pd
 import scipy.fft
+import torch
 from PIL import Image
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
+from memclean import nearcopy
 from memclean.errors import MemcleanError
 from memclean.progress import Progress, no_progress
-from memclean.schema import DUPLICATES_SCHEMA
+from memclean.schema import DUPLICATE_PAIRS_SCHEMA, DUPLICATES_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -289,13 +305,81 @@ def radius_pairs(hashes: np.ndarray, radius: int, max_candidates: int = 8_000_00
 
 # --------------------------------------------------------------------------- groups
 
+#: Tiers of ``duplicate_pairs.parquet``'s ``kind``; only ``exact`` and ``near`` make groups.
+PAIR_KINDS = ("exact", "near", "similar")
+#: Least similar threshold for images under ``min_hash_side`` (8×8 digits of one class reach 0.9).
+SMALL_SIMILAR_THRESHOLD = 0.90
+
+
+def star_groups(n: int, pairs: np.ndarray, sim: np.ndarray, max_size: int) -> tuple[np.ndarray, int]:
+    """Greedy star clustering of verified pairs: no group can chain.
+
+    Nodes are taken in order of decreasing pair count (ties: lower index first). A node not
+    yet in a group becomes a representative and takes its partners that are still free, most
+    similar first, up to ``max_size`` members in all; partners beyond the cap stay free (and
+    are counted). Every member is paired with its representative, so ``A~B``, ``B~C`` with
+    ``A≁C`` never puts ``A`` and ``C`` together.
+
+    Parameters
+    ----------
+    n
+        Number of nodes.
+    pairs
+        ``(P, 2)`` int64 node pairs (each unordered pair once).
+    sim
+        ``(P,)`` similarity of each pair (orders a representative's partners).
+    max_size
+        Largest group, representative included (≥ 2).
+
+    Returns
+    -------
+    tuple
+        ``(n,)`` int64 representative of each node's group (``-1``: in no group), and the
+        number of partners left out by the cap.
+    """
+    centre = np.full(n, -1, np.int64)
+    if len(pairs) == 0:
+        return centre, 0
+    a = np.concatenate([pairs[:, 0], pairs[:, 1]])
+    b = np.concatenate([pairs[:, 1], pairs[:, 0]])
+    s = np.concatenate([sim, sim])
+    order = np.lexsort((b, -s, a))
+    a, b = a[order], b[order]
+    starts = np.searchsorted(a, np.arange(n + 1))
+    degree = np.diff(starts)
+    cut = 0
+    for node in np.lexsort((np.arange(n), -degree))[: int((degree > 0).sum())]:
+        if centre[node] >= 0:
+            continue
+        partners = b[starts[node] : starts[node + 1]]
+        free = partners[centre[partners] < 0]
+        if len(free) == 0:
+            continue
+        take = free[: max_size - 1]
+        cut += len(free) - len(take)
+        centre[take] = node
+        centre[node] = node
+    return centre, cut
+
 
 @dataclass
 class DedupResult:
-    """The duplicates table (one row per grouped sample) and summary counts."""
+    """The duplicates table (one row per grouped sample), the verified pairs and summary counts."""
 
     duplicates: pd.DataFrame
+    pairs: pd.DataFrame
     stats: dict[str, Any]
+
+
+def _exact_sets(digest: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical position (first with the same digest) of each image, and the exact star pairs."""
+    codes, _ = pd.factorize(digest)
+    n = len(codes)
+    first = np.full(codes.max() + 1 if n else 0, n, np.int64)
+    np.minimum.at(first, codes, np.arange(n))
+    canon = first[codes] if n else np.empty(0, np.int64)
+    copies = np.nonzero(canon != np.arange(n))[0]
+    return canon, np.stack([canon[copies], copies], axis=1)
 
 
 def find_duplicates(
@@ -304,9 +388,18 @@ def find_duplicates(
     method: str = "phash",
     max_distance: int = 4,
     min_pixel_std: float = 2.0,
+    *,
+    knn_k: int = 8,
+    knn_shifts: bool = True,
+    near_threshold: float = 0.70,
+    similar_threshold: float = 0.50,
+    max_group_size: int = 100,
+    min_hash_side: int = 32,
+    small_near_threshold: float = 0.97,
+    device: str = "cpu",
     progress: Progress | None = None,
 ) -> DedupResult:
-    """Group exact and near duplicates among the ``ok`` rows of the samples table.
+    """Verified duplicate pairs and chain-free groups among the ``ok`` rows of the samples table.
 
     Parameters
     ----------
@@ -315,56 +408,123 @@ def find_duplicates(
     pixels
         The ingest pixel array; ``samples.row`` indexes it.
     method
-        Perceptual hash, one of :data:`HASH_METHODS`.
+        Perceptual hash, one of :data:`HASH_METHODS` (candidates, and ``distance``).
     max_distance
-        Hamming radius for near duplicates (0 = identical hashes only).
+        Hamming radius of hash candidates (each is verified, so a wide radius is safe).
     min_pixel_std
         Images with a pixel standard deviation below this are flat and are not
         put into near groups.
+    knn_k
+        Pixel-space nearest neighbours per image taken as candidates (0: none).
+    knn_shifts
+        Also query with shifted versions of each image (finds shifted/cropped copies;
+        5× the kNN cost).
+    near_threshold, similar_threshold
+        Verified similarity of a ``near`` (copy) and a ``similar`` (same scene) pair.
+    max_group_size
+        Largest near group (distinct images, representative included); partners beyond it
+        stay out and are logged.
+    min_hash_side
+        Images whose shorter side is below this get no hash candidates (pixel kNN only), and
+        their thresholds are raised: a handful of pixels cannot tell a copy from a look-alike.
+    small_near_threshold
+        Near threshold for such small images (their similar threshold is at least
+        :data:`SMALL_SIMILAR_THRESHOLD`).
+    device
+        Torch device of the pixel search (``cpu``, ``cuda``...).
+    progress
+        Optional wrapper ``progress(iterable, description, total)``.
 
     Returns
     -------
     DedupResult
-        Rows follow :data:`memclean.schema.DUPLICATES_SCHEMA`.
+        ``duplicates`` follows :data:`memclean.schema.DUPLICATES_SCHEMA`, ``pairs``
+        :data:`memclean.schema.DUPLICATE_PAIRS_SCHEMA`.
     """
+    if not -1.0 <= similar_threshold <= near_threshold <= 1.0:
+        raise MemcleanError("dedup: need -1 <= similar_threshold <= near_threshold <= 1")
+    if max_group_size < 2:
+        raise MemcleanError("dedup.max_group_size must be at least 2")
     ok = samples[samples["status"] == "ok"].sort_values("row")
     rows = ok["row"].to_numpy(dtype=np.int64)
     if len(pixels) != len(rows) or not np.array_equal(rows, np.arange(len(rows))):
         raise MemcleanError("samples.row does not match pixels.npy: rerun the ingest stage")
     n = len(ok)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    height, width = (int(pixels.shape[2]), int(pixels.shape[3])) if n else (0, 0)
+    use_hash = n > 0 and min(height, width) >= min_hash_side
+    if n and not use_hash:
+        near_threshold = max(near_threshold, small_near_threshold)
+        similar_threshold = min(near_threshold, max(similar_threshold, SMALL_SIMILAR_THRESHOLD))
     hashes = compute_hashes(pixels, method, progress=progress) if n else np.empty(0, np.uint64)
     flat = flat_mask(pixels, min_pixel_std) if n else np.empty(0, bool)
+    lap("hash_seconds")
 
-    # Exact pairs: chain each set of identical digests.
-    digest = ok["pixel_sha256"].to_numpy()
-    codes, _ = pd.factorize(digest)
-    order = np.argsort(codes, kind="stable")
-    same = codes[order][1:] == codes[order][:-1]
-    exact_pairs = np.stack([order[:-1][same], order[1:][same]], axis=1) if n > 1 else np.empty((0, 2), np.int64)
+    canon, exact_pairs = _exact_sets(ok["pixel_sha256"].to_numpy())
+    search = np.nonzero((canon == np.arange(n)) & ~flat)[0]  # positions in the near search
 
-    # Near pairs among non-flat images.
-    candidates = np.nonzero(~flat)[0]
-    near_local = radius_pairs(hashes[candidates], max_distance)
-    near_pairs = candidates[near_local] if len(near_local) else np.empty((0, 2), np.int64)
+    # Candidates (positions into `search`) with a bit per source: 1 = hash, 2 = pixel kNN.
+    found: list[np.ndarray] = []
+    flags: list[np.ndarray] = []
+    m = len(search)
+    if use_hash and m > 1:
+        hp = radius_pairs(hashes[search], max_distance)
+        found.append(hp)
+        flags.append(np.full(len(hp), 1, np.int8))
+    lap("hash_search_seconds")
+    dev = torch.device(device)
+    geo = nearcopy.Geometry.for_images(height, width) if n else nearcopy.Geometry.for_images(1, 1)
+    fine = nearcopy.Geometry.for_images(height, width, nearcopy.FINE_SIDE) if n else geo
+    features = nearcopy.pixel_features(pixels, search, geo, dev, progress=progress)
+    lap("feature_seconds")
+    if knn_k > 0 and m > 1:
+        kp, _ = nearcopy.knn_pairs(pixels, search, features, geo, knn_k, dev, knn_shifts, progress=progress)
+        found.append(kp)
+        flags.append(np.full(len(kp), 2, np.int8))
+    lap("knn_seconds")
+    if found:
+        allp = np.concatenate(found)
+        keys, inv = np.unique(allp[:, 0] * m + allp[:, 1], return_inverse=True)
+        src_bits = np.zeros(len(keys), np.int8)
+        np.bitwise_or.at(src_bits, inv.reshape(-1), np.concatenate(flags))
+        cand = np.stack([keys // m, keys % m], axis=1)
+    else:
+        cand, src_bits = np.empty((0, 2), np.int64), np.empty(0, np.int8)
+    sim = nearcopy.similarity(pixels, search, features, cand, geo, fine, similar_threshold, dev, progress=progress)
+    lap("verify_seconds")
 
-    edges = np.concatenate([exact_pairs, near_pairs]).astype(np.int64)
-    graph = coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    _, comp = connected_components(graph, directed=False)
-    sizes = np.bincount(comp, minlength=comp.max() + 1 if n else 0)
-    in_group = sizes[comp] > 1 if n else np.zeros(0, bool)
-
-    members = np.nonzero(in_group)[0]  # positions, already in row order
+    keep = sim >= similar_threshold
+    cand, sim, src_bits = cand[keep], sim[keep], src_bits[keep]
+    is_near = sim >= near_threshold
+    near_pos = search[cand[is_near]] if len(cand) else np.empty((0, 2), np.int64)
+    centre_node, cut = star_groups(n, near_pos, sim[is_near], max_group_size)
+    if cut:
+        log.warning(
+            "dedup: %d verified near partners left out of groups by max_group_size=%d (their pairs stay in "
+            "duplicate_pairs.parquet)",
+            cut,
+            max_group_size,
+        )
+    # Every image joins the group of its exact set's first image; exact-only sets form groups.
+    rep = centre_node[canon]
+    set_size = np.bincount(canon, minlength=n)
+    lone_exact = (rep < 0) & (set_size[canon] > 1)
+    rep[lone_exact] = canon[lone_exact]
+    members = np.nonzero(rep >= 0)[0]
+    rep_m = rep[members]
+    _, gid = np.unique(rep_m, return_inverse=True)  # group ids follow the representative's row
     frame = ok.iloc[members][["sample_id", "label", "split", "pixel_sha256"]].reset_index(drop=True)
-    comp_m = comp[members]
-    # Representative: first member in dataset order; group ids follow representatives.
-    first_pos: dict[int, int] = {}
-    for pos, cid in zip(members, comp_m):
-        first_pos.setdefault(int(cid), int(pos))
-    gid_of = {cid: g for g, cid in enumerate(sorted(first_pos, key=first_pos.__getitem__))}
-    rep = np.array([first_pos[int(c)] for c in comp_m], dtype=np.int64)
-    frame["group_id"] = np.array([gid_of[int(c)] for c in comp_m], dtype=np.int64)
-    frame["is_representative"] = rep == members
-    frame["distance"] = popcount(hashes[members] ^ hashes[rep]).astype(np.int16)
+    frame["group_id"] = gid.astype(np.int64)
+    frame["is_representative"] = rep_m == members
+    frame["distance"] = popcount(hashes[members] ^ hashes[rep_m]).astype(np.int16)
     digest_count = frame.groupby(["group_id", "pixel_sha256"])["sample_id"].transform("size")
     frame["kind"] = np.where(digest_count > 1, "exact", "near")
     labels = frame["label"].astype("Int64")
@@ -375,21 +535,71 @@ def find_duplicates(
     frame = frame[DUPLICATES_SCHEMA.names].sort_values(["group_id", "distance", "sample_id"], kind="stable")
     frame = frame.reset_index(drop=True)
 
+    pairs = _pairs_frame(ok, hashes, exact_pairs, search[cand] if len(cand) else cand, sim, src_bits, is_near, method)
+    lap("group_seconds")
+
     groups = frame.groupby("group_id")
     all_exact = groups["pixel_sha256"].nunique() == 1
+    sizes = groups.size()
+    by_kind = pairs.groupby("kind")
     stats = {
         "method": method,
         "max_distance": int(max_distance),
         "images": int(n),
         "flat_excluded": int(flat.sum()),
         "exact_pairs": len(exact_pairs),
-        "near_pairs": len(near_pairs),
+        "near_pairs": int(is_near.sum()),
+        "similar_pairs": int((~is_near).sum()),
         "groups": int(frame["group_id"].nunique()),
         "exact_groups": int(all_exact.sum()),
         "near_groups": int((~all_exact).sum()),
         "samples_in_groups": len(frame),
+        "largest_group": int(sizes.max()) if len(sizes) else 0,
         "label_conflict_groups": int(groups["label_conflict"].first().sum()),
         "cross_split_groups": int(groups["cross_split"].first().sum()),
+        "cross_split_pairs": {k: int(by_kind["cross_split"].sum().get(k, 0)) for k in PAIR_KINDS},
+        "cut_by_max_group_size": int(cut),
+        "hash_candidates": use_hash,
+        "candidate_pairs": {
+            "hash": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [1])),
+            "pixel_knn": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [2])),
+            "verified_ge_similar": len(cand),
+        },
+        "thresholds": {"near": float(near_threshold), "similar": float(similar_threshold)},
+        "timings": timings,
     }
     log.info("duplicates: %s", stats)
-    return DedupResult(frame, stats)
+    return DedupResult(frame, pairs, stats)
+
+
+def _pairs_frame(
+    ok: pd.DataFrame,
+    hashes: np.ndarray,
+    exact_pairs: np.ndarray,
+    cand: np.ndarray,
+    sim: np.ndarray,
+    src_bits: np.ndarray,
+    is_near: np.ndarray,
+    method: str,
+) -> pd.DataFrame:
+    """Rows of ``duplicate_pairs.parquet`` (positions → sample ids), sorted by ``a``, ``b``."""
+    ids = ok["sample_id"].to_numpy()
+    split = ok["split"].to_numpy()
+    names = np.array(["", method, "pixel_knn", f"{method}+pixel_knn"], dtype=object)
+    both = np.concatenate([exact_pairs, cand]).astype(np.int64).reshape(-1, 2)
+    a, b = both[:, 0], both[:, 1]
+    frame = pd.DataFrame(
+        {
+            "a": ids[a] if len(a) else np.empty(0, object),
+            "b": ids[b] if len(b) else np.empty(0, object),
+            "kind": np.concatenate(
+                [np.full(len(exact_pairs), "exact", object), np.where(is_near, "near", "similar").astype(object)]
+            ),
+            "hash_distance": popcount(hashes[a] ^ hashes[b]).astype(np.int16),
+            "similarity": np.concatenate([np.ones(len(exact_pairs), np.float32), sim.astype(np.float32)]),
+            "method": np.concatenate([np.full(len(exact_pairs), "sha256", object), names[src_bits]]),
+            "cross_split": split[a] != split[b] if len(a) else np.empty(0, bool),
+        }
+    )
+    order = np.lexsort((b, a))
+    return frame.iloc[order][DUPLICATE_PAIRS_SCHEMA.names].reset_index(drop=True)

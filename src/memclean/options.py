@@ -30,7 +30,7 @@ from memclean.errors import MemcleanError, describe_validation_error
 from memclean.imaging import DEFAULT_ALLOWED_FORMATS
 from memclean.ingest import IngestOptions
 from memclean.noise import NOISE_KINDS
-from memclean.scores import COMBINED, available, defaults, describe, resolve_scorers, scorer_class
+from memclean.scores import COMBINED, available, defaults, describe, heldout_scorers, resolve_scorers, scorer_class
 from memclean.sources import SOURCES
 from memclean.train import TrainConfig
 
@@ -119,12 +119,47 @@ class IngestParams(Section):
         )
 
 
+def _check_device(value: str) -> str:
+    """A torch device name memclean accepts (``auto`` picks CUDA when available)."""
+    if not _DEVICE.match(value):
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+    return value
+
+
 class DedupParams(Section):
-    """The ``dedup`` section: exact and near-duplicate detection."""
+    """The ``dedup`` section: exact, near and similar duplicates (pairs first, then chain-free groups)."""
 
     hash: Literal[HASH_METHODS] = Field("phash", description="phash, dhash, whash or average_hash (64-bit)")  # type: ignore[valid-type]
-    max_distance: int = Field(4, ge=0, le=32, description="Hamming radius for near duplicates (0 = identical hashes)")
+    max_distance: int = Field(
+        4, ge=0, le=32, description="Hamming radius of hash candidates (each verified; 0 = identical hashes)"
+    )
     min_pixel_std: float = Field(2.0, ge=0.0, description="flatter images are kept out of near groups")
+    knn_k: int = Field(8, ge=0, le=200, description="pixel-space nearest neighbours per image taken as candidates")
+    knn_shifts: bool = Field(
+        True, description="also query shifted copies of each image in the kNN (finds shifts/crops; 5x kNN time)"
+    )
+    near_threshold: float = Field(
+        0.70, ge=-1.0, le=1.0, description="verified similarity of a near pair (a copy after edits): grouped"
+    )
+    similar_threshold: float = Field(
+        0.50, ge=-1.0, le=1.0, description="verified similarity of a similar pair (same scene): reported, not grouped"
+    )
+    max_group_size: int = Field(100, ge=2, description="largest near group; verified partners beyond it are logged")
+    min_hash_side: int = Field(
+        32, ge=1, description="images with a shorter side get no hash candidates (phash works on 32x32)"
+    )
+    small_near_threshold: float = Field(
+        0.97, ge=-1.0, le=1.0, description="near threshold for images under min_hash_side (look-alikes score high)"
+    )
+    device: str = Field("cpu", description="torch device of the pixel search: cpu, auto (CUDA when available), cuda")
+
+    _device = field_validator("device")(classmethod(lambda cls, value: _check_device(value)))
+
+    @model_validator(mode="after")
+    def _thresholds(self) -> DedupParams:
+        if self.similar_threshold > self.near_threshold:
+            raise ValueError("similar_threshold must not exceed near_threshold")
+        return self
 
 
 class ScoreParams(Section):
@@ -141,12 +176,7 @@ class ScoreParams(Section):
     )
     combine: list[str] | None = Field(None, description="inputs of `combined`; null = every other scorer")
 
-    @field_validator("device")
-    @classmethod
-    def _device(cls, value: str) -> str:
-        if not _DEVICE.match(value):
-            raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
-        return value
+    _device = field_validator("device")(classmethod(lambda cls, value: _check_device(value)))
 
     @field_validator("trainer", "ensemble", mode="before")
     @classmethod
@@ -199,6 +229,11 @@ class ValidateParams(Section):
     min_auroc: Fraction = Field(
         0.9, description="gate: AUROC among rows not suspected beforehand; below this, cleaning drops nothing by score"
     )
+    mode: Literal["retrain", "heldout"] = Field(
+        "retrain",
+        description="retrain: train and score again on the noisy labels (every scorer); heldout: no training, "
+        "the out-of-sample ensemble scorers (cscore, confident_learning) rescored from score's ensemble",
+    )
 
 
 class CleanParams(Section):
@@ -207,13 +242,27 @@ class CleanParams(Section):
     scorer: str = Field("gate", min_length=1, description="scorer whose score drops samples; gate = the one validated")
     score_action: Literal["drop", "flag"] = Field("drop", description="drop, or flag (keep and mark suspected)")
     target_precision: float = Field(
-        0.9, gt=0.0, le=1.0, description="threshold = lowest score reaching this precision on the injected noise"
+        0.9,
+        gt=0.0,
+        le=1.0,
+        description="threshold = lowest score whose rows are estimated to reach this precision on this data "
+        "(false positives estimated from validate's unflipped rows)",
+    )
+    likely_rule: Literal["disagreement", "confident_learning"] = Field(
+        "disagreement",
+        description="a suspected row is likely mislabeled when the ensemble's out-of-sample prediction is another "
+        "class (disagreement) or when confident learning marks it (stricter); otherwise atypical, kept",
     )
     max_drop_fraction: Fraction = Field(0.05, description="cap on samples dropped by score (fraction of ok rows)")
     drop_heldout_by_score: bool = Field(
         False, description="also drop rows of held-out splits (test, val...) by score; false = only flag them"
     )
     drop_exact_duplicates: bool = Field(True, description="keep one of each set of identical images")
+    drop_near_duplicates: bool = Field(
+        False,
+        description="keep one of each near-duplicate group within a split (edited copies of one photo); off: "
+        "near groups are only reported",
+    )
     drop_conflicting_duplicates: bool = Field(True, description="drop duplicate groups whose labels disagree")
     drop_split_leaks: bool = Field(True, description="drop the train side of groups that reach a held-out split")
     export: Literal["none", "imagefolder", "parquet"] = Field(
@@ -255,6 +304,19 @@ class PipelineParams(Section):
             raise ValueError(
                 f"validate.scorer {self.validate_.scorer!r} is not run by score.scorers ({', '.join(runs)})"
             )
+        if self.validate_.mode == "heldout":
+            fast = heldout_scorers(runs)
+            if not fast:
+                raise ValueError(
+                    "validate.mode: heldout rescores the out-of-sample ensemble scorers, but score.scorers runs "
+                    "none: enable cscore or confident_learning, or use validate.mode: retrain"
+                )
+            allowed = [*fast, COMBINED] if len(fast) > 1 and COMBINED in runs else fast
+            for key, name in (("validate.scorer", self.validate_.scorer), ("clean.scorer", self.clean.scorer)):
+                if name not in ("best", "gate") and name not in allowed:
+                    raise ValueError(
+                        f"{key} {name!r} is not validated in validate.mode: heldout (only {', '.join(allowed)})"
+                    )
         if self.clean.scorer != "gate" and self.clean.scorer not in runs:
             raise ValueError(f"clean.scorer {self.clean.scorer!r} is not run by score.scorers ({', '.join(runs)})")
         if self.inject.kind == "instance" and not any(

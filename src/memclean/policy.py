@@ -8,13 +8,16 @@ Every input row comes out with ``keep`` and, when not kept, one
 3. ``split_leak`` — members of a group that also reaches a held-out split
    (``test``/``val``/…) and that are not themselves held-out;
 4. ``exact_duplicate`` — every copy but the first of a set of identical images;
-5. ``nonfinite_score`` — the chosen scorer gave no finite score;
-6. ``suspected_label_error`` — a **likely mislabeled** row (below), at most
+5. ``near_duplicate`` — with ``drop_near_duplicates``, every member but the first of a
+   duplicate group within one split (edited copies of one photo; identical ones are
+   ``exact_duplicate`` first);
+6. ``nonfinite_score`` — the chosen scorer gave no finite score;
+7. ``suspected_label_error`` — a **likely mislabeled** row (below), at most
    ``min(estimated label errors, max_drop_fraction × ok rows)`` of them, highest
    scores first.
 
-Rules 5–6 are the rules *by score*. They drop nothing when the validation gate
-failed (a failed scorer decides nothing), with ``score_action="flag"`` (rule 6),
+Rules 6–7 are the rules *by score*. They drop nothing when the validation gate
+failed (a failed scorer decides nothing), with ``score_action="flag"`` (rule 7),
 or for a row of a held-out split (:data:`~memclean.schema.HELDOUT_SPLITS`)
 unless ``drop_heldout_by_score`` is set.
 
@@ -22,17 +25,19 @@ What the score says about a row is recorded whatever is then done with it, so
 it means the same whether the gate passed or not:
 
 * ``suspected`` — the row is ok, its score is finite and at or above the
-  threshold set on the injected noise (the lowest score reaching
-  ``target_precision``): the network had to memorize it;
-* ``suspicion`` — for suspected rows, ``likely_mislabeled`` when confident
-  learning (on the subset ensemble's out-of-sample probabilities, column
-  ``confident_learning_issue`` of the scores) also marks the row as a label
-  issue — the out-of-sample prediction confidently disagrees with the given
-  label — and ``atypical`` when it does not (a hard or rare but probably
-  correct image: kept and flagged); null for the others. Without the confident
-  learning column (ensemble scorers disabled) every suspected row is
-  ``likely_mislabeled``: the threshold alone decides, as before, and the
-  summary says so.
+  threshold (:func:`threshold_by_estimated_precision`: the lowest score whose
+  rows are estimated to reach ``target_precision`` on this data, the false
+  positives estimated from how validate's unflipped rows score): the network
+  had to memorize it;
+* ``suspicion`` — for suspected rows, ``likely_mislabeled`` when the label is
+  also contradicted out of sample — by default (``likely_rule: disagreement``)
+  the subset ensemble's out-of-sample prediction is another class
+  (``confident_learning_disagrees``); with ``likely_rule: confident_learning``
+  confident learning must mark the row as a label issue
+  (``confident_learning_issue``, stricter) — and ``atypical`` otherwise (a hard
+  or rare but probably correct image: kept and flagged); null for the others.
+  Without those columns (ensemble scorers disabled) every suspected row is
+  ``likely_mislabeled``: the threshold alone decides, and the summary says so.
 
 No rule ever removes the last kept sample of a class: such a sample is kept
 and its ``drop_reason`` cleared.
@@ -48,7 +53,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_curve
 
 from memclean.errors import MemcleanError
 from memclean.gate import Gate
@@ -68,6 +72,10 @@ LIKELY_MISLABELED = "likely_mislabeled"
 ATYPICAL = "atypical"
 #: The column of ``scores.parquet`` holding confident learning's verdict (1.0: a label issue).
 CL_ISSUE = "confident_learning_issue"
+#: The column of ``scores.parquet``: 1.0 when the out-of-sample prediction is another class than the label.
+CL_DISAGREES = "confident_learning_disagrees"
+#: Out-of-sample probability of ``suggested_label`` (confident learning), shown as ``suggested_confidence``.
+CL_SUGGESTED_P = "confident_learning_suggested_p"
 #: The manifest column with :data:`LIKELY_MISLABELED` / :data:`ATYPICAL` / null.
 SUSPICION = "suspicion"  # manifest column: likely_mislabeled / atypical / null
 #: Below this final training accuracy the proxy network has not fit its labels (gate advice).
@@ -133,25 +141,139 @@ class NoiseEstimate:
         }
 
 
-def threshold_at_precision(scores: np.ndarray, is_positive: np.ndarray, target: float) -> float | None:
-    """Lowest score ``t`` on the precision–recall curve whose rows scoring ``≥ t`` reach ``target`` precision.
+#: What each ``decision_rule`` adds to the score rule, in words.
+RULE_TEXT = {
+    "score_and_disagreement": " and the ensemble's out-of-sample prediction is another class than the label",
+    "score_and_confident_learning": " and confident learning marks a label issue",
+    "score_only": "; no confident-learning column (ensemble scorers off): the threshold alone decides",
+}
 
-    The curve is :func:`sklearn.metrics.precision_recall_curve`'s, which ends at
-    the threshold where recall first reaches 1 (lower thresholds only add
-    negatives). Returns ``None`` when no threshold reaches the target or there
-    is no positive. Non-finite scores are ignored.
+
+def likely_rule(wanted: str, verdicts: Mapping[str, np.ndarray]) -> tuple[str, np.ndarray | None]:
+    """Which verdict makes a suspected row *likely mislabeled*: ``(decision_rule, mask or None)``.
+
+    ``disagreement`` reads :data:`CL_DISAGREES` and ``confident_learning`` :data:`CL_ISSUE`;
+    when the wanted column is absent (scores from an older run) the other one is used, and
+    with neither, every suspected row is likely mislabeled (``score_only``).
     """
-    s = np.asarray(scores, dtype=np.float64)
-    y = np.asarray(is_positive, dtype=bool)
-    finite = np.isfinite(s)
-    s, y = s[finite], y[finite]
-    if not y.any():
-        return None
-    precision, _, thresholds = precision_recall_curve(y, s)
-    reaches = precision[:-1] >= target  # the last point (precision 1, recall 0) has no threshold
-    if not reaches.any():
-        return None
-    return float(thresholds[np.argmax(reaches)])
+    order = [CL_DISAGREES, CL_ISSUE] if wanted == "disagreement" else [CL_ISSUE, CL_DISAGREES]
+    for column in order:
+        if column in verdicts:
+            return ("score_and_disagreement" if column == CL_DISAGREES else "score_and_confident_learning"), verdicts[
+                column
+            ]
+    return "score_only", None
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """The score threshold of ``clean`` and what it is expected to achieve on this dataset."""
+
+    value: float | None
+    estimated_precision: float | None
+    expected_false_positives: float | None
+    rows_above: int
+    precision_on_injected: float | None = None
+    decided_by: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``clean.json`` keys."""
+
+        def r(x: float | None) -> float | None:
+            return None if x is None else round(float(x), 6)
+
+        return {
+            "threshold": self.value,
+            "estimated_precision": r(self.estimated_precision),
+            "expected_false_positives": r(self.expected_false_positives),
+            "precision_on_injected": r(self.precision_on_injected),
+            "threshold_decided_by": self.decided_by,
+            "rows_above_threshold": self.rows_above,
+        }
+
+
+def _above(sorted_values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """How many of ``sorted_values`` are ``≥`` each candidate."""
+    return len(sorted_values) - np.searchsorted(sorted_values, candidates, side="left")
+
+
+def _finite_sorted(values: np.ndarray) -> np.ndarray:
+    v = np.asarray(values, dtype=np.float64)
+    return np.sort(v[np.isfinite(v)])
+
+
+def threshold_by_estimated_precision(
+    scores: np.ndarray,
+    null_scores: np.ndarray,
+    expected_correct: float,
+    target: float,
+    injected_scores: np.ndarray | None = None,
+) -> Threshold:
+    """Lowest score ``t`` at which the rows of ``scores`` scoring ``≥ t`` are estimated to reach ``target`` precision.
+
+    Two estimates of the precision of ``{scores ≥ t}``; ``t`` is the lowest score at
+    which either reaches ``target``:
+
+    * **from the data** (``decided_by: "data"``): correct rows are assumed to score like
+      ``null_scores`` (validate's unflipped rows outside the suspected own errors), so
+      ``FP(t) = expected_correct · P(null ≥ t)`` of the ``count(t)`` rows above ``t`` are
+      correct and the precision is ``1 − FP(t) / count(t)`` (an empirical false-discovery
+      rate). The dataset's own errors that score high are not counted as false positives.
+    * **on the injected noise** (``decided_by: "injected"``, when ``injected_scores`` is
+      given): flips above ``t`` over flips and null rows above ``t``, i.e. the precision
+      at which the injected flips are found among the measured rows.
+
+    Both err on the safe side in the same way: the null rows still hold the dataset's own
+    errors that confident learning did not flag, and those score high. The first
+    suffers when many remain (confident learning misses many errors); the second
+    reflects the injected rate rather than the dataset's own, and suffers when the
+    injected flips are as hard as the own errors. Neither needs the other's assumption.
+
+    Parameters
+    ----------
+    scores
+        The scores of the data as given (higher = more suspicious); non-finite ones ignored.
+    null_scores
+        Scores of rows with a correct label, from the same scorer (non-finite ones ignored).
+    expected_correct
+        How many rows of ``scores`` are expected to carry a correct label (rows − estimated errors).
+    target
+        Precision to reach, in ``(0, 1]``.
+    injected_scores
+        Scores of the injected flips among the measured rows, or ``None``.
+
+    Returns
+    -------
+    Threshold
+        ``value`` is ``None`` when no threshold reaches the target (or an input is empty).
+    """
+    x = _finite_sorted(scores)
+    null = _finite_sorted(null_scores)
+    if not len(x) or not len(null):
+        return Threshold(None, None, None, 0)
+    candidates = np.unique(x)[::-1]
+    rows_above = _above(x, candidates)
+    null_above = _above(null, candidates)
+    false_pos = np.minimum(rows_above, max(float(expected_correct), 0.0) * null_above / len(null))
+    from_data = 1.0 - false_pos / rows_above
+    on_injected = np.zeros_like(from_data)
+    if injected_scores is not None:
+        flips_above = _above(_finite_sorted(injected_scores), candidates)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            on_injected = np.where(flips_above > 0, flips_above / (flips_above + null_above), 0.0)
+    precision = np.maximum(from_data, on_injected)
+    reaches = np.flatnonzero(precision >= target - 1e-12)
+    if not len(reaches):
+        return Threshold(None, None, None, 0)
+    i = int(reaches.max())  # the lowest such threshold
+    return Threshold(
+        float(candidates[i]),
+        float(from_data[i]),
+        float(false_pos[i]),
+        int(rows_above[i]),
+        float(on_injected[i]) if injected_scores is not None else None,
+        "data" if from_data[i] >= target - 1e-12 else "injected",
+    )
 
 
 def gate_advice(
@@ -283,10 +405,13 @@ def decide(
     extra = scores.set_index("sample_id")
     if not extra.index.is_unique:
         raise MemcleanError("scores.parquet has repeated sample_id values")
-    wanted = score_cols + [c for c in ("suggested_label", CL_ISSUE) if c in extra]
+    wanted = score_cols + [c for c in ("suggested_label", CL_ISSUE, CL_DISAGREES, CL_SUGGESTED_P) if c in extra]
     m = m.join(extra[wanted], on="sample_id")
-    has_cl = CL_ISSUE in m
-    cl_issue = m.pop(CL_ISSUE).to_numpy(dtype=np.float64, na_value=np.nan) == 1.0 if has_cl else None
+    confidence = m.pop(CL_SUGGESTED_P) if CL_SUGGESTED_P in m else pd.Series(np.nan, index=m.index)
+    verdicts = {
+        c: m.pop(c).to_numpy(dtype=np.float64, na_value=np.nan) == 1.0 for c in (CL_ISSUE, CL_DISAGREES) if c in m
+    }
+    rule, cl_issue = likely_rule(policy.likely_rule, verdicts)
     if "suggested_label" not in m:
         m["suggested_label"] = pd.NA
     dup = duplicates.set_index("sample_id")
@@ -315,6 +440,12 @@ def decide(
         digest = m["pixel_sha256"].where(ok)
         later_copy = digest.notna().to_numpy() & digest.duplicated(keep="first").to_numpy()
         mark(later_copy, Reason.EXACT_DUPLICATE)
+    if policy.drop_near_duplicates and in_group.any():
+        # One of each near group per split: every later member of the group in that split goes.
+        members = m.loc[in_group & ok, ["dup_group", "split"]]
+        later = np.zeros(n_in, dtype=bool)
+        later[members.index[members.duplicated(keep="first")]] = True
+        mark(later, Reason.NEAR_DUPLICATE)
 
     estimate = NoiseEstimate.from_report(noise, n_ok)
     by_score_allowed = ~heldout | policy.drop_heldout_by_score
@@ -345,11 +476,8 @@ def decide(
         elif threshold is None:
             score_note = f"no threshold reaches target precision {policy.target_precision}: nothing dropped by score"
         else:
-            score_note = f"{scorer} ≥ {threshold:.6g} (precision ≥ {policy.target_precision} on injected noise)"
-            if cl_issue is not None:
-                score_note += " and confident learning marks a label issue"
-            else:
-                score_note += "; no confident_learning_issue column (ensemble scorers off): the threshold alone decides"
+            score_note = f"{scorer} ≥ {threshold:.6g} (estimated precision ≥ {policy.target_precision} on this data)"
+            score_note += RULE_TEXT[rule]
             eligible = likely & reason.isna().to_numpy()
             heldout_spared = int((eligible & ~by_score_allowed).sum())
             idx = np.nonzero(eligible & by_score_allowed)[0]
@@ -398,6 +526,7 @@ def decide(
     suspicion[likely] = LIKELY_MISLABELED
     m[SUSPICION] = suspicion
     m["suggested_label"] = m["suggested_label"].astype("Int32")
+    m["suggested_confidence"] = confidence.astype("float64").round(6)
     if len(m) != n_in:
         raise AssertionError("rows in != rows out")
 
@@ -421,7 +550,7 @@ def decide(
         "drop_cap": cap,
         "capped": capped,
         "heldout_flagged_not_dropped": heldout_spared,
-        "decision_rule": "score_and_confident_learning" if cl_issue is not None else "score_only",
+        "decision_rule": rule,
         "nonfinite_scores": nonfinite,
         "restored_last_of_class": restored,
         "score_rule": score_note,

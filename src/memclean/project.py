@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -42,6 +43,7 @@ PARAMS_DIR = INTERIM / "params"  # one normalised JSON per section, written by t
 SAMPLES = INTERIM / "samples.parquet"
 PIXELS = INTERIM / "pixels.npy"
 DUPLICATES = INTERIM / "duplicates.parquet"
+DUPLICATE_PAIRS = INTERIM / "duplicate_pairs.parquet"  # every verified pair: exact, near, similar
 SCORES = INTERIM / "scores.parquet"
 ENSEMBLE = INTERIM / "ensemble.npy"  # K×N records (in, ratio, logits, probes) of the subset ensemble; K = 0 if none
 MEMBER_CACHE = DATA / "cache" / "members"  # trained ensemble members, reused by later runs (not a DVC output)
@@ -117,30 +119,74 @@ def run_scoring(
     )
 
 
+def _rate(done: int, elapsed: float) -> str:
+    """``done`` items in ``elapsed`` seconds as a rate: ``2.5 it/s``, or ``40.0 s/it`` for slow items."""
+    if done == 0 or elapsed <= 0:
+        return "rate n/a"
+    per_s = done / elapsed
+    return f"{per_s:.2f} it/s" if per_s >= 1 else f"{1 / per_s:.1f} s/it"
+
+
+def _progress_line(desc: str, done: int, total: int, elapsed: float) -> None:
+    """Log ``desc: done/total (pct), rate, elapsed, ETA`` (the ETA from the mean rate so far)."""
+    pct = 100 * done / total if total else 0.0
+    eta = f"ETA {elapsed / done * (total - done):.0f} s" if done else "ETA n/a"
+    log.info("%s: %d/%d (%.0f%%), %s, %.0f s elapsed, %s", desc, done, total, pct, _rate(done, elapsed), elapsed, eta)
+
+
 def _log_progress(iterable: Iterable[T], desc: str, total: int, interval: float) -> Iterator[T]:
-    """Yield from ``iterable``, logging ``desc: done/total (pct), elapsed, ETA`` every ``interval`` seconds."""
-    start = last = time.monotonic()
+    """Yield from ``iterable``, logging a progress line every ``interval`` seconds.
+
+    A daemon thread logs the line, so the interval stays steady when one item
+    (an epoch, an ensemble member) takes longer than it; the thread stops when
+    the iteration ends, fails or is abandoned. Work that took at least one
+    interval ends with a ``done in`` line.
+
+    Parameters
+    ----------
+    iterable
+        The work items.
+    desc
+        What the line calls them (e.g. ``train epochs``).
+    total
+        How many items ``iterable`` yields.
+    interval
+        Seconds between lines (at least 0.01).
+
+    Yields
+    ------
+    T
+        The items of ``iterable``.
+    """
+    interval = max(float(interval), 0.01)
+    start = time.monotonic()
     done = 0
-    for item in iterable:
-        yield item
-        done += 1
-        now = time.monotonic()
-        if now - last >= interval and done < total:
-            last = now
-            elapsed = now - start
-            eta = elapsed / done * (total - done)
-            log.info(
-                "%s: %d/%d (%.0f%%), %.0f s elapsed, ETA %.0f s", desc, done, total, 100 * done / total, elapsed, eta
-            )
-    if total and done >= total and time.monotonic() - start >= interval:
-        log.info("%s: %d/%d done in %.0f s", desc, done, total, time.monotonic() - start)
+    stop = threading.Event()
+
+    def heartbeat() -> None:
+        while not stop.wait(interval):
+            _progress_line(desc, done, total, time.monotonic() - start)
+
+    thread = threading.Thread(target=heartbeat, name=f"memclean-progress {desc}", daemon=True)
+    thread.start()
+    try:
+        for item in iterable:
+            yield item
+            done += 1
+    finally:
+        stop.set()
+        thread.join()
+    elapsed = time.monotonic() - start
+    if elapsed >= interval:
+        log.info("%s: %d/%d done in %.0f s, %s", desc, done, total, elapsed, _rate(done, elapsed))
 
 
 def progress(iterable: Iterable[T], desc: str, total: int) -> Iterable[T]:
     """Progress of long work: a tqdm bar on a terminal, ETA lines in logs otherwise.
 
     ``MEMCLEAN_PROGRESS=1`` forces the bar, ``0`` forces log lines; the log
-    interval is ``MEMCLEAN_PROGRESS_INTERVAL`` seconds (default 30).
+    interval is ``MEMCLEAN_PROGRESS_INTERVAL`` seconds (default 30). Each log
+    line reads ``<desc>: done/total (pct), rate, elapsed, ETA`` (see :func:`_log_progress`).
     """
     choice = os.environ.get("MEMCLEAN_PROGRESS", "")
     bar = sys.stderr.isatty() if choice == "" else choice == "1"

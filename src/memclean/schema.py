@@ -48,6 +48,7 @@ class Reason(StrEnum):
     DUPLICATE_PATH = "duplicate_path"
     # -- cleaning-time reasons (used by later stages) --
     EXACT_DUPLICATE = "exact_duplicate"
+    NEAR_DUPLICATE = "near_duplicate"
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
     SPLIT_LEAK = "split_leak"
     SUSPECTED_LABEL_ERROR = "suspected_label_error"
@@ -97,6 +98,24 @@ DUPLICATES_SCHEMA = pa.schema(
         pa.field("label", pa.int32()),
         pa.field("split", pa.string(), nullable=False),
         pa.field("label_conflict", pa.bool_(), nullable=False),
+        pa.field("cross_split", pa.bool_(), nullable=False),
+    ]
+)
+
+#: ``duplicate_pairs.parquet``: every verified pair (``a`` before ``b`` in dataset order).
+#: ``kind``: ``exact`` (identical pixels), ``near`` (one photo, edited) or ``similar`` (same
+#: scene, another shot; never grouped). ``hash_distance``: Hamming distance of the perceptual
+#: hashes (evidence only: small images get no hash candidates); ``similarity``: the verified
+#: score in [-1, 1] (1 for exact pairs); ``method``: which candidate source found the pair
+#: (``sha256``, the hash name, ``pixel_knn`` or ``<hash>+pixel_knn``).
+DUPLICATE_PAIRS_SCHEMA = pa.schema(
+    [
+        pa.field("a", pa.string(), nullable=False),
+        pa.field("b", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("hash_distance", pa.int16(), nullable=False),
+        pa.field("similarity", pa.float32(), nullable=False),
+        pa.field("method", pa.string(), nullable=False),
         pa.field("cross_split", pa.bool_(), nullable=False),
     ]
 )
@@ -165,6 +184,7 @@ MANIFEST_EXTRA = [
     pa.field("suspected", pa.bool_(), nullable=False),
     pa.field("suspicion", pa.string()),
     pa.field("suggested_label", pa.int32()),
+    pa.field("suggested_confidence", pa.float64()),
 ]
 
 #: Splits treated as held-out when a duplicate group spans splits.

@@ -308,6 +308,7 @@ class _Builder:
                     image=self.thumb(r["row"]),
                     status=self.status(bool(r["keep"]), r["drop_reason"], bool(r["suspected"])),
                     suspicion=suspicion_text(r[SUSPICION], bool(r["keep"])) if SUSPICION in r else "",
+                    confidence=fixed(r["suggested_confidence"], 2) if pd.notna(r.get("suggested_confidence")) else "",
                 )
             )
         return tiles

@@ -71,6 +71,7 @@ REASON_TEXT: dict[str, str] = {
     Reason.UNKNOWN_LABEL.value: "label missing or unknown",
     Reason.DUPLICATE_PATH.value: "same file listed twice",
     Reason.EXACT_DUPLICATE.value: "identical copy of an earlier image",
+    Reason.NEAR_DUPLICATE.value: "edited copy of an earlier image (same split)",
     Reason.CONFLICTING_DUPLICATE.value: "duplicate group with disagreeing labels",
     Reason.SPLIT_LEAK.value: "duplicate of a held-out (test/val) image",
     Reason.SUSPECTED_LABEL_ERROR.value: "score above the validated threshold",

@@ -182,6 +182,7 @@ class Suspect:
     image: ImageURI
     status: Status
     suspicion: str = ""  #: the badge text ("likely mislabeled", "atypical, kept"...); "" when none
+    confidence: str = ""  #: out-of-sample probability of the suggested label ("" when unknown)
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,10 @@ class EnsembleScorer(Scorer):
     """
 
     needs = "ensemble"
+    #: Whether a row's score reads only the members that held it out (and its given label). Such a
+    #: score does not depend on the row's own training label, so ``validate.mode: heldout`` can
+    #: recompute it for injected labels from the same members without training again.
+    out_of_sample: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)

@@ -20,7 +20,8 @@ the probability it gives that label:
   probabilities ``P_i = mean_{k∈out_i} softmax_k(x_i)``: per-class thresholds,
   the confident joint, and the ranking ``1 − quality`` (self-confidence or
   normalised margin; :mod:`memclean.confident`). Suggests the most probable
-  other class; its column ``confident_learning_issue`` is 1 for the rows
+  other class (its probability is the column ``confident_learning_suggested_p``,
+  the manifest's ``suggested_confidence``); its column ``confident_learning_issue`` is 1 for the rows
   confident learning marks as label issues (prune by noise rate), and the
   table ``noise_matrix`` holds the calibrated confident joint (given × true
   counts), from which the noise rate is estimated.
@@ -98,6 +99,7 @@ class CScoreParams:
 @register
 class CScore(EnsembleScorer):
     name = "cscore"
+    out_of_sample = True
     description = "1 - hold-out C-score: mean over members not trained on it of p(given label) (ensemble)"
     Params = CScoreParams
     default = True
@@ -126,6 +128,7 @@ class CLParams:
 @register
 class ConfidentLearning(EnsembleScorer):
     name = "confident_learning"
+    out_of_sample = True
     description = "confident learning on out-of-sample probabilities: 1 - label quality (ensemble)"
     Params = CLParams
     default = True
@@ -138,9 +141,16 @@ class ConfidentLearning(EnsembleScorer):
         cl = confident.ConfidentLearning.from_probs(probs, labels, probs.shape[1], self.params["method"])
         classes = pd.RangeIndex(probs.shape[1])
         joint = pd.DataFrame(cl.joint, index=classes.rename("given"), columns=classes.rename("true"))
+        suggested = others.argmax(axis=1).astype(np.int64)
         return ScoreResult(
             cl.suspicion,
-            others.argmax(axis=1).astype(np.int64),
-            columns={"issue": cl.issues.astype(np.float64)},
+            suggested,
+            columns={
+                "issue": cl.issues.astype(np.float64),
+                "disagrees": np.where(
+                    np.isfinite(probs).all(axis=1), (probs.argmax(axis=1) != labels).astype(np.float64), np.nan
+                ),
+                "suggested_p": probs[np.arange(len(labels)), suggested],
+            },
             tables={"noise_matrix": joint},
         )

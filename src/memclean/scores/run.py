@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,8 +129,17 @@ class ScoringOutcome:
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready summary that depends only on the inputs and settings (no timings)."""
+        if self.train is None:  # rescored from a trained ensemble (:func:`rescore_heldout`)
+            return {
+                "mode": "heldout",
+                "scorers": self.scorer_names,
+                "failures": self.failures,
+                "nonfinite": self.nonfinite,
+                "ensemble_members": self.ensemble.members if self.ensemble is not None else 0,
+            }
         tr = self._run()
         return {
+            "mode": "retrain",
             "device": tr.device,
             "final_train_accuracy": round(tr.final_train_accuracy, 6),
             "scorers": self.scorer_names,
@@ -142,6 +151,8 @@ class ScoringOutcome:
 
     def timings(self) -> dict[str, Any]:
         """Wall-clock figures of the run (kept apart from :meth:`summary` so outputs are reproducible)."""
+        if self.train is None:
+            return {"mode": "heldout", "scorer_seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
         tr = self._run()
         return {
             "device": tr.device,
@@ -247,6 +258,19 @@ def score_dataset(
         for g in needy:
             assert isinstance(g.scorer, EnsembleScorer)
             g.scorer.attach(ens)
+    _collect(outcome, guarded, len(labels), scorers, combine)
+    return outcome
+
+
+def _collect(
+    outcome: ScoringOutcome,
+    guarded: Sequence[_Guarded],
+    n: int,
+    scorers: Mapping[str, Mapping[str, Any]],
+    combine: Sequence[str] | None,
+) -> None:
+    """Ask every scorer for its result; fill ``outcome`` (scores, failures, columns, ``combined``)."""
+    frame = outcome.scores
     suggested: np.ndarray | None = None
     for g in guarded:
         name = g.scorer.name
@@ -262,8 +286,8 @@ def score_dataset(
             outcome.failures[name] = g.error
             continue
         values = np.asarray(res.scores, dtype=np.float64)
-        if values.shape != (len(labels),):
-            outcome.failures[name] = f"returned shape {values.shape}, expected ({len(labels)},)"
+        if values.shape != (n,):
+            outcome.failures[name] = f"returned shape {values.shape}, expected ({n},)"
             continue
         bad = ~np.isfinite(values)
         if bad.all():
@@ -276,7 +300,7 @@ def score_dataset(
             values = np.where(bad, np.nan, values)
         frame[f"{name}_score"] = values
         extra = {key: np.asarray(v, dtype=np.float64) for key, v in res.columns.items()}
-        bad_extra = [key for key, v in extra.items() if v.shape != (len(labels),)]
+        bad_extra = [key for key, v in extra.items() if v.shape != (n,)]
         if bad_extra:
             log.warning("scorer %s: dropping columns of the wrong shape: %s", name, bad_extra)
         outcome.columns[name] = {key: v for key, v in extra.items() if key not in bad_extra}
@@ -284,7 +308,7 @@ def score_dataset(
         if res.suggested_label is not None and suggested is None:
             suggested = res.suggested_label
     if COMBINED in scorers:
-        parts = list(combine) if combine else [n for n in outcome.scorer_names if ranks_label_errors(n)]
+        parts = list(combine) if combine else [s for s in outcome.scorer_names if ranks_label_errors(s)]
         missing = [p for p in parts if f"{p}_score" not in frame]
         if missing:
             outcome.failures[COMBINED] = f"inputs unavailable: {missing}"
@@ -293,4 +317,66 @@ def score_dataset(
     if not outcome.scorer_names:
         raise MemcleanError(f"every scorer failed: {outcome.failures}")
     frame["suggested_label"] = pd.array(suggested, dtype="Int32") if suggested is not None else pd.NA
+
+
+def heldout_scorers(scorers: Iterable[str]) -> list[str]:
+    """The scorers named in ``scorers`` whose scores read only held-out members (``EnsembleScorer.out_of_sample``)."""
+    return [
+        name
+        for name in scorers
+        if name in available()
+        and issubclass(scorer_class(name), EnsembleScorer)
+        and getattr(scorer_class(name), "out_of_sample", False)
+    ]
+
+
+def rescore_heldout(
+    ensemble: Ensemble,
+    scorers: Mapping[str, Mapping[str, Any]],
+    combine: Sequence[str] | None = None,
+) -> ScoringOutcome:
+    """The out-of-sample scorers recomputed from an already trained ensemble, against ``ensemble.labels``.
+
+    A row's out-of-sample score reads only the members that did not train on it, so it
+    does not depend on the row's own training label: scoring injected labels needs no new
+    training. The members were trained on the labels of the first run, though, so the
+    *other* injected flips are absent from their training data (a mild optimism, measured
+    by ``bench/noisy_gate.py --validate-mode``).
+
+    Parameters
+    ----------
+    ensemble
+        The trained subset ensemble, its ``labels`` set to the labels to score (e.g. from
+        :func:`memclean.ensemble.load_ensemble` with the noisy labels).
+    scorers
+        Scorer name → params; only :func:`heldout_scorers` of them run (and ``combined`` of those).
+    combine
+        Inputs of ``combined`` (default: every successful one).
+
+    Returns
+    -------
+    ScoringOutcome
+        Without ``train``; ``summary()`` says ``mode: heldout``.
+
+    Raises
+    ------
+    MemcleanError
+        When none of ``scorers`` is an out-of-sample scorer.
+    """
+    names = heldout_scorers(scorers)
+    if not names:
+        raise MemcleanError(
+            "validate.mode heldout needs an out-of-sample ensemble scorer (cscore or confident_learning) "
+            "in score.scorers"
+        )
+    guarded = [_Guarded(create(name, scorers[name])) for name in names]
+    for g in guarded:
+        assert isinstance(g.scorer, EnsembleScorer)
+        g.scorer.attach(ensemble)
+    n = len(ensemble.labels)
+    outcome = ScoringOutcome(pd.DataFrame(index=pd.RangeIndex(n)), ensemble=ensemble)
+    wanted = {name: scorers[name] for name in names}
+    if COMBINED in scorers and len(names) > 1:
+        wanted[COMBINED] = {}
+    _collect(outcome, guarded, n, wanted, [c for c in combine if c in names] if combine else None)
     return outcome

@@ -1,0 +1,549 @@
+"""Copy detection in pixel space: thumbnails, kNN candidates and a shift/crop-tolerant similarity.
+
+A near copy (a shifted, cropped-and-rescaled, re-coloured, re-compressed or mirrored version
+of one photo) is found in two steps:
+
+1. **Candidates.** Every image gets a small grey thumbnail (``knn_side``² pixels, zero-mean,
+   unit-norm, so brightness and contrast do not matter). Its ``k`` nearest neighbours by
+   cosine similarity, taking the better of the image and its mirror image, come from a
+   blocked matrix product (``torch.topk`` over one block of rows at a time, so memory is
+   bounded by ``block × N``).
+2. **Verification.** :func:`verify_pairs` scores a candidate pair by the maximum normalised
+   cross-correlation between a centred window of one image and windows of the other that are
+   shifted by up to ``max_shift`` thumbnail pixels, zoomed (central crops rescaled back, see
+   :data:`ZOOMS`) and mirrored, in both directions. Every window is zero-mean and unit-norm,
+   so ±20 % brightness/contrast changes leave the score unchanged; the thumbnail is small
+   enough (16×16 by default) that JPEG artefacts average out. The score is 1 for an identical
+   image and lies in ``[-1, 1]``.
+
+Everything runs on torch tensors in batches: pairs are grouped by their first image so each
+image's transformed windows are built once per block and multiplied against up to
+``_PARTNERS`` partners at a time with one batched matrix product.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from memclean.errors import MemcleanError
+from memclean.progress import Progress, no_progress
+
+log = logging.getLogger(__name__)
+
+#: Zoom factors tried in verification: a central crop of ``1/z`` of each side, rescaled back.
+#: 1.25 covers an 80 % crop; 1.12 sits between so that no crop is more than ~6 % off a zoom.
+ZOOMS: tuple[float, ...] = (1.0, 1.12, 1.25)
+#: Side of the verification thumbnail (images smaller than this are used at their own size).
+VERIFY_SIDE = 16
+#: Side of the fine verification thumbnail (pairs that pass the coarse one).
+FINE_SIDE = 32
+#: Side of the kNN thumbnail.
+KNN_SIDE = 8
+#: Partners multiplied against one image's windows in one batched product.
+_PARTNERS = 16
+_LUMA = (0.299, 0.587, 0.114)
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes derived from the image size: thumbnail side, window side and shift range."""
+
+    side: int
+    window: int
+    max_shift: int
+    knn_side: int
+    zooms: tuple[float, ...]
+
+    @classmethod
+    def for_images(cls, height: int, width: int, side: int = VERIFY_SIDE) -> Geometry:
+        """Geometry for images of ``height × width`` (the ingest's common size).
+
+        The thumbnail is ``min(side, height, width)`` square; the compared window is the central
+        three quarters of it, so shifts of up to an eighth of the side (2 px of 16, 4 px of a
+        32-px image) stay inside. Images under 8 px on a side get no zooms (a crop of a
+        handful of pixels is not a copy one can tell apart).
+        """
+        side = max(1, min(side, height, width))
+        window = max(1, round(0.75 * side))
+        max_shift = (side - window) // 2
+        window = side - 2 * max_shift
+        zooms = ZOOMS if side >= 8 else (1.0,)
+        return cls(side, window, max_shift, max(1, min(KNN_SIDE, side)), zooms)
+
+    @property
+    def transforms(self) -> int:
+        """Windows compared per direction: zooms × mirror × shifts."""
+        return len(self.zooms) * 2 * (2 * self.max_shift + 1) ** 2
+
+
+def _grey(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``B×C×H×W`` uint8 → ``B×1×H×W`` float32 luminance."""
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=torch.float32)
+    if x.shape[1] == 3:
+        w = torch.tensor(_LUMA, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        x = (x * w).sum(dim=1, keepdim=True)
+    elif x.shape[1] != 1:
+        raise MemcleanError(f"pixels must have 1 or 3 channels, got {x.shape[1]}")
+    return x
+
+
+def _resize(x: torch.Tensor, side: int) -> torch.Tensor:
+    if x.shape[-2:] == (side, side):
+        return x
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
+
+
+def _zoomed(grey: torch.Tensor, zoom: float, side: int) -> torch.Tensor:
+    """Central crop of ``1/zoom`` of each side, resized to ``side``²."""
+    h, w = grey.shape[-2:]
+    ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return _resize(grey[..., top : top + ch, left : left + cw], side)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    """Zero-mean, unit-norm along the last axis (flat rows become zero)."""
+    x = x - x.mean(dim=-1, keepdim=True)
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def thumbnails(batch: np.ndarray, geo: Geometry, device: torch.device) -> torch.Tensor:
+    """Zoomed and mirrored grey thumbnails: ``B × (2·Z) × side × side`` float32.
+
+    Channel ``2z`` is zoom ``geo.zooms[z]``, channel ``2z + 1`` its mirror image.
+    """
+    grey = _grey(batch, device)
+    out = []
+    for z in geo.zooms:
+        t = _zoomed(grey, z, geo.side)
+        out += [t, torch.flip(t, dims=[-1])]
+    return torch.cat(out, dim=1)
+
+
+def centre_windows(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Normalised central window of the unzoomed, unmirrored thumbnail: ``B × window²``."""
+    s, w = geo.max_shift, geo.window
+    return _normalise(thumbs[:, 0, s : s + w, s : s + w].reshape(len(thumbs), -1))
+
+
+def shifted_windows(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Every normalised shifted window of every thumbnail channel: ``B × transforms × window²``."""
+    b = len(thumbs)
+    cols = _windows(thumbs, geo.window).reshape(b, geo.window**2, -1)  # (b, w², V·L)
+    return _normalise(cols.transpose(1, 2))
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (replicate padding) of ``B×C×H×W``."""
+    radius = max(1, int(np.ceil(2 * sigma)))
+    k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    g = torch.exp(-(k**2) / (2 * sigma**2))
+    g = g / g.sum()
+    c = x.shape[1]
+    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    x = F.conv2d(x, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(x, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """Translate by whole pixels, repeating the border."""
+    if dy == 0 and dx == 0:
+        return x
+    p = max(abs(dy), abs(dx))
+    h, w = x.shape[-2:]
+    xp = F.pad(x, (p, p, p, p), mode="replicate")
+    return xp[..., p - dy : p - dy + h, p - dx : p - dx + w]
+
+
+def knn_variants(batch: np.ndarray, geo: Geometry, device: torch.device, shifted: bool) -> torch.Tensor:
+    """Colour kNN features of an image batch: ``B × V × C·knn_side²``, each zero-mean per channel, unit-norm.
+
+    Variant 0 is the image, variant 1 its mirror image; with ``shifted`` the image and its
+    mirror are also moved by ±3/32 of the side along each axis (variants 2…9): queries made
+    this way find copies shifted or cropped by a few pixels (see the module docstring).
+    """
+    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=torch.float32)
+    h, w = x.shape[-2:]
+    moves = [(0, 0)]
+    if shifted:
+        sy, sx = max(1, round(3 * h / 32)), max(1, round(3 * w / 32))
+        moves += [(sy, 0), (-sy, 0), (0, sx), (0, -sx)]
+    out = []
+    for dy, dx in moves:
+        t = _resize(_shift(x, dy, dx), geo.side)
+        t = _resize(_blur(t, geo.side / 16.0), geo.knn_side)
+        for v in (t, torch.flip(t, dims=[-1])):
+            f = v.reshape(len(v), v.shape[1], -1)
+            out.append(_normalise((f - f.mean(dim=-1, keepdim=True)).reshape(len(v), -1)))
+    return torch.stack(out, dim=1)
+
+
+@dataclass
+class PixelFeatures:
+    """Per-image features of the images taking part in the near search."""
+
+    centre: torch.Tensor  # (n, window²) float16: the verification reference window
+    knn: torch.Tensor  # (n, dims) float32: projected, unit-norm kNN feature of each image
+    mean: torch.Tensor  # (C·knn_side²,) the projection's centre
+    basis: torch.Tensor  # (C·knn_side², dims) principal axes
+
+
+def _take(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``pixels[rows]`` for sorted rows; a contiguous run is one slice of the memory map."""
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        return np.asarray(pixels[int(rows[0]) : int(rows[-1]) + 1])
+    return np.asarray(pixels[rows])
+
+
+def _project(f: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    g = (f - mean) @ basis
+    return g / g.norm(dim=-1, keepdim=True).clamp_min(_EPS)
+
+
+def pixel_features(
+    pixels: np.ndarray,
+    index: np.ndarray,
+    geo: Geometry,
+    device: torch.device,
+    dims: int = 32,
+    batch_size: int = 4096,
+    sample: int = 20_000,
+    progress: Progress | None = None,
+) -> PixelFeatures:
+    """Centre windows and projected kNN features of ``pixels[index]`` (read in batches).
+
+    The kNN features are projected on their ``dims`` principal axes, fitted on an evenly
+    spaced sample of at most ``sample`` images and their mirror images (deterministic).
+    """
+    n = len(index)
+    pick = index[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))] if n else index
+    fit = (
+        torch.cat(
+            [
+                knn_variants(_take(pixels, pick[s : s + batch_size]), geo, device, False).flatten(0, 1)
+                for s in range(0, len(pick), batch_size)
+            ]
+        )
+        if n
+        else torch.empty(0, 1)
+    )
+    width = fit.shape[1]
+    dims = max(1, min(dims, width, max(1, len(fit) - 1)))
+    if len(fit) > 1:
+        mean = fit.mean(dim=0)
+        _, vecs = torch.linalg.eigh(torch.cov((fit - mean).T.double()))
+        basis = vecs[:, -dims:].flip(1).to(torch.float32)
+    else:
+        mean, basis = torch.zeros(width, device=device), torch.eye(width, dims, device=device)
+    centre, knn = [], []
+    starts = range(0, n, batch_size)
+    for start in (progress or no_progress)(starts, "pixel features", len(starts)):
+        batch = _take(pixels, index[start : start + batch_size])
+        centre.append(centre_windows(thumbnails(batch, geo, device), geo).to(torch.float16))
+        knn.append(_project(knn_variants(batch, geo, device, False)[:, 0], mean, basis))
+    return PixelFeatures(
+        torch.cat(centre) if centre else torch.empty(0, geo.window**2, dtype=torch.float16, device=device),
+        torch.cat(knn) if knn else torch.empty(0, dims, device=device),
+        mean,
+        basis,
+    )
+
+
+# --------------------------------------------------------------------------- candidates
+
+
+def knn_pairs(
+    pixels: np.ndarray,
+    index: np.ndarray,
+    features: PixelFeatures,
+    geo: Geometry,
+    k: int,
+    device: torch.device,
+    shifted: bool = True,
+    block_elements: int = 1 << 24,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's ``k`` nearest neighbours, the query being the best of its variants.
+
+    A blocked matrix product: one block of query images (each as the variants of
+    :func:`knn_variants`, projected like the database) against every image at a time, so at
+    most ``block_elements`` similarities are held; the best variant per database image, then
+    ``torch.topk`` per row. Pairs found from either side count once.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(P, 2)`` int64 unordered pairs ``i < j`` (positions into ``index``; unique,
+        sorted) and their ``(P,)`` kNN cosine similarity as float32.
+    """
+    x = features.knn
+    n = len(x)
+    k = min(k, n - 1)
+    if k <= 0:
+        return np.empty((0, 2), np.int64), np.empty(0, np.float32)
+    variants = 10 if shifted else 2
+    block = max(1, min(n, block_elements // max(n * variants, 1)))
+    found_i, found_j, found_s = [], [], []
+    starts = range(0, n, block)
+    for start in (progress or no_progress)(starts, "pixel kNN", len(starts)):
+        q = _project(
+            knn_variants(_take(pixels, index[start : start + block]), geo, device, shifted),
+            features.mean,
+            features.basis,
+        )
+        sim = (q.flatten(0, 1) @ x.T).view(len(q), q.shape[1], n).amax(dim=1)
+        rows = torch.arange(len(q), device=sim.device)
+        sim[rows, rows + start] = -2.0  # not its own neighbour
+        val, idx = torch.topk(sim, k, dim=1, sorted=True)
+        found_i.append(np.repeat(np.arange(start, start + len(q)), k))
+        found_j.append(idx.reshape(-1).cpu().numpy().astype(np.int64))
+        found_s.append(val.reshape(-1).cpu().numpy().astype(np.float32))
+    i, j, s = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
+    a, b = np.minimum(i, j), np.maximum(i, j)
+    keys, first = np.unique(a * n + b, return_index=True)
+    return np.stack([keys // n, keys % n], axis=1), s[first]
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _windows(t: torch.Tensor, window: int) -> torch.Tensor:
+    """Every ``window``² sub-window of ``B×V×S×S``: ``B × window × window × V × L`` (one copy).
+
+    A strided view instead of ``F.unfold`` (im2col is slow on CPU for these shapes).
+    """
+    t = t.contiguous()
+    b, v, h, w = t.shape
+    lh, lw = h - window + 1, w - window + 1
+    sb, sv, sh, sw = t.stride()
+    view = t.as_strided((b, window, window, v, lh, lw), (sb, sh, sw, sv, sh, sw))
+    return view.reshape(b, window, window, v, lh * lw)
+
+
+def _window_norms(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
+    """Norm of every zero-meaned shifted window, from box sums: ``B × V × L``.
+
+    Windows flatter than half a grey level of standard deviation get a floor, so they
+    score near 0 against anything.
+    """
+    b, v, side, _ = thumbs.shape
+    x = thumbs.reshape(b * v, 1, side, side)
+    area = geo.window * geo.window
+    s1 = F.avg_pool2d(x, geo.window, stride=1) * area
+    s2 = F.avg_pool2d(x * x, geo.window, stride=1) * area
+    var = (s2 - s1 * s1 / area).clamp_min(0.0)
+    return var.sqrt().clamp_min(0.5 * geo.window).reshape(b, v, -1)
+
+
+def _directed(
+    pixels: np.ndarray,
+    index: np.ndarray,
+    centre: torch.Tensor,
+    src: np.ndarray,
+    dst: np.ndarray,
+    geo: Geometry,
+    device: torch.device,
+    block: int,
+    rows_per_product: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Score and best transform of each directed edge: ``src``'s windows against ``dst``'s centre.
+
+    ``src``/``dst`` index ``index`` (the images in the search); edges are sorted by ``src``.
+    The correlation needs no centring of ``src``'s windows because the reference window is
+    zero-mean; their norms come from box sums (:func:`_window_norms`).
+    """
+    score = np.empty(len(src), np.float32)
+    best = np.empty(len(src), np.int64)
+    if len(src) == 0:
+        return score, best
+    bounds = np.searchsorted(src, np.arange(0, len(index) + block, block))
+    for b0 in range(0, len(index), block):
+        lo, hi = int(bounds[b0 // block]), int(bounds[b0 // block + 1])
+        if lo == hi:
+            continue
+        s_edges, d_edges = src[lo:hi], dst[lo:hi]
+        used = np.unique(s_edges)
+        local = np.searchsorted(used, s_edges)
+        thumbs = thumbnails(_take(pixels, index[used]), geo, device)
+        norms = _window_norms(thumbs, geo)
+        # Rows of up to _PARTNERS edges sharing a source: rank within the source's run.
+        run_start = np.r_[0, np.nonzero(np.diff(local))[0] + 1]
+        run_len = np.diff(np.r_[run_start, len(local)])
+        rank = np.arange(len(local)) - np.repeat(run_start, run_len)
+        chunks_per_run = (run_len + _PARTNERS - 1) // _PARTNERS
+        row_base = np.cumsum(chunks_per_run) - chunks_per_run
+        row = np.repeat(row_base, run_len) + rank // _PARTNERS
+        col = rank % _PARTNERS
+        n_rows = int(chunks_per_run.sum())
+        row_src = np.repeat(local[run_start], chunks_per_run)
+        partner = np.full((n_rows, _PARTNERS), -1, np.int64)
+        partner[row, col] = d_edges
+        scores = np.empty((n_rows, _PARTNERS), np.float32)
+        args = np.empty((n_rows, _PARTNERS), np.int64)
+        for r0 in range(0, n_rows, rows_per_product):
+            r1 = min(n_rows, r0 + rows_per_product)
+            sel = torch.from_numpy(row_src[r0:r1]).to(device)
+            t = thumbs[sel]
+            cols = _windows(t, geo.window).reshape(len(t), geo.window**2, -1)  # (rows, w², V·L)
+            p = torch.from_numpy(partner[r0:r1]).to(device)
+            ref = centre[p.clamp_min(0)].to(torch.float32) * (p >= 0).unsqueeze(-1)  # (rows, D, w²)
+            ncc = torch.bmm(ref, cols) / norms[sel].reshape(len(t), 1, -1)  # (rows, D, V·L)
+            val, arg = ncc.max(dim=2)
+            scores[r0:r1] = val.cpu().numpy()
+            args[r0:r1] = arg.cpu().numpy()
+        score[lo:hi] = scores[row, col]
+        best[lo:hi] = args[row, col]
+    return score, best
+
+
+@dataclass
+class Verified:
+    """Coarse verification of pairs: the score, and the direction and transform that gave it."""
+
+    score: np.ndarray  # (P,) float32
+    flipped: np.ndarray  # (P,) bool: the best direction was b's windows against a's centre
+    transform: np.ndarray  # (P,) int64: index into variants × shifts of the best direction
+
+
+def verify_pairs(
+    pixels: np.ndarray,
+    index: np.ndarray,
+    centre: torch.Tensor,
+    pairs: np.ndarray,
+    geo: Geometry,
+    device: torch.device,
+    block: int = 4096,
+    rows_per_product: int | None = None,
+    progress: Progress | None = None,
+) -> Verified:
+    """Verified similarity of each candidate pair: the better of its two directed scores.
+
+    Parameters
+    ----------
+    pixels
+        ``N×C×H×W`` uint8 (memory-mapped is fine: images are read ``block`` at a time).
+    index
+        Sorted pixel rows of the images in the search; ``pairs`` and ``centre`` refer to it.
+    centre
+        :attr:`PixelFeatures.centre` of those images.
+    pairs
+        ``(P, 2)`` int64 positions into ``index``.
+    geo
+        Sizes (see :class:`Geometry`).
+    block
+        Source images whose transformed thumbnails are held at once.
+    rows_per_product
+        Rows of ``_PARTNERS`` partners per batched product (bounds temporary memory:
+        ``rows × transforms × window² × 4`` bytes); default: about 64 MiB.
+
+    Returns
+    -------
+    Verified
+        Scores in ``[-1, 1]`` with the transform that reached them.
+    """
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    out = Verified(np.full(len(pairs), -1.0, np.float32), np.zeros(len(pairs), bool), np.zeros(len(pairs), np.int64))
+    if len(pairs) == 0:
+        return out
+    rows_per_product = rows_per_product or max(1, (1 << 24) // (geo.transforms * geo.window**2))
+    steps = ((pairs[:, 0], pairs[:, 1], False), (pairs[:, 1], pairs[:, 0], True))
+    for src, dst, flipped in (progress or no_progress)(steps, "verify pairs", 2):
+        order = np.lexsort((dst, src))
+        score, arg = _directed(pixels, index, centre, src[order], dst[order], geo, device, block, rows_per_product)
+        better = score > out.score[order]
+        upd = order[better]
+        out.score[upd] = score[better]
+        out.transform[upd] = arg[better]
+        out.flipped[upd] = flipped
+    return out
+
+
+#: Band-pass of the fine check: a difference of Gaussians (in fine-thumbnail pixels). Smooth
+#: look-alikes (sky, petals, water) correlate well in plain grey levels; their detail does not.
+BAND_SIGMAS = (0.7, 2.0)
+
+
+def _band(thumbs: torch.Tensor) -> torch.Tensor:
+    """Difference-of-Gaussians band-pass of ``B×V×H×W`` thumbnails (per channel)."""
+    lo, hi = BAND_SIGMAS
+    if lo <= 0:
+        return thumbs
+    return _blur(thumbs, lo) - _blur(thumbs, hi)
+
+
+def _refine(
+    pixels: np.ndarray,
+    src_rows: np.ndarray,
+    dst_rows: np.ndarray,
+    transform: np.ndarray,
+    coarse: Geometry,
+    fine: Geometry,
+    device: torch.device,
+) -> np.ndarray:
+    """Fine score of directed pairs at the coarse best transform, ±1 fine pixel around its shift."""
+    span = 2 * coarse.max_shift + 1
+    per_variant = span * span
+    variant = transform // per_variant
+    pos = transform % per_variant
+    scale = fine.side / coarse.side
+    dy = np.rint((pos // span - coarse.max_shift) * scale).astype(np.int64)
+    dx = np.rint((pos % span - coarse.max_shift) * scale).astype(np.int64)
+    lim = max(0, fine.max_shift - 1)
+    dy, dx = np.clip(dy, -lim, lim), np.clip(dx, -lim, lim)
+    # With the thumbnails padded by one pixel, the window for shift (dy, dx) starts at
+    # (max_shift + dy + 1, max_shift + dx + 1); the 3×3 neighbourhood starts one pixel before.
+    top = torch.from_numpy(fine.max_shift + dy).to(device)
+    left = torch.from_numpy(fine.max_shift + dx).to(device)
+    src_t = _band(thumbnails(np.asarray(pixels[src_rows]), fine, device))
+    src_t = src_t[torch.arange(len(src_t), device=device), torch.from_numpy(variant).to(device)]
+    src_t = F.pad(src_t.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)
+    size = fine.window + 2
+    ar = torch.arange(size, device=device)
+    ys = (top.unsqueeze(1) + ar).unsqueeze(2)
+    xs = (left.unsqueeze(1) + ar).unsqueeze(1)
+    region = src_t[torch.arange(len(src_t), device=device).view(-1, 1, 1), ys, xs]  # (P, w+2, w+2)
+    wins = _windows(region.unsqueeze(1), fine.window).reshape(len(region), fine.window**2, -1).transpose(1, 2)
+    ref = centre_windows(_band(thumbnails(np.asarray(pixels[dst_rows]), fine, device)), fine)
+    return (_normalise(wins) @ ref.unsqueeze(2)).squeeze(2).amax(dim=1).cpu().numpy().astype(np.float32)
+
+
+def similarity(
+    pixels: np.ndarray,
+    index: np.ndarray,
+    features: PixelFeatures,
+    pairs: np.ndarray,
+    coarse: Geometry,
+    fine: Geometry,
+    gate: float,
+    device: torch.device,
+    batch: int = 2048,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """Coarse-to-fine verified similarity of candidate pairs (positions into ``index``).
+
+    Every pair is scored on the coarse thumbnails (:func:`verify_pairs` with ``coarse``);
+    pairs at or above ``gate`` are scored again on the fine thumbnails (``fine``, e.g. 32×32:
+    more detail, so different shots of one scene score lower while copies stay high) at the
+    coarse best transform, refined by ±1 fine pixel, and that score is their similarity. When
+    both geometries have the same side the coarse score is final.
+    """
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    found = verify_pairs(pixels, index, features.centre, pairs, coarse, device, progress=progress)
+    score = found.score
+    if fine.side == coarse.side or len(pairs) == 0:
+        return score
+    again = np.nonzero(score >= gate)[0]
+    src = np.where(found.flipped[again], pairs[again, 1], pairs[again, 0])
+    dst = np.where(found.flipped[again], pairs[again, 0], pairs[again, 1])
+    order = np.argsort(src, kind="stable")  # nearby reads from the memory map
+    starts = range(0, len(again), batch)
+    for start in (progress or no_progress)(starts, "refine pairs", len(starts)):
+        o = order[start : start + batch]
+        score[again[o]] = _refine(pixels, index[src[o]], index[dst[o]], found.transform[again[o]], coarse, fine, device)
+    return score
