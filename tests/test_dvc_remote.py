@@ -163,12 +163,13 @@ def test_update_follows_the_producers_next_commit(producer: Producer, tmp_path: 
     before = (consumer / "manifest.parquet").read_bytes()
     first = git(producer.repo, "rev-parse", "HEAD")
 
-    # The producer widens the near-duplicate radius: only `params`, `dedup` and `clean` rerun
-    # (the manifest's dup_group column changes), then it publishes again.
-    set_params(producer.repo, "dedup", {"max_distance": 8})
+    # The producer lowers the near-duplicate threshold for small images (digits are 8x8: no hash
+    # candidates, so the hash radius would change nothing): only `params`, `dedup` and `clean`
+    # rerun (the manifest's dup_group column changes), then it publishes again.
+    set_params(producer.repo, "dedup", {"small_near_threshold": 0.9})
     rerun = dvc(producer.repo, "repro", "clean")
     assert "Running stage 'dedup'" in rerun.stdout and "Running stage 'score'" not in rerun.stdout
-    second = producer.publish("near duplicates within distance 8")
+    second = producer.publish("near duplicates of small images from similarity 0.9")
     after = (producer.repo / MANIFEST).read_bytes()
     assert after != before
 
