@@ -84,7 +84,7 @@ class Geometry:
 
 def _grey(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     """``B×C×H×W`` uint8 → ``B×1×H×W`` float32 luminance."""
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=torch.float32)
+    x = torch.from_numpy(np.array(batch, dtype=np.float32)).to(device)  # a writable copy (pixels are a memmap)
     if x.shape[1] == 3:
         w = torch.tensor(_LUMA, device=device, dtype=torch.float32).view(1, 3, 1, 1)
         x = (x * w).sum(dim=1, keepdim=True)
@@ -168,7 +168,7 @@ def knn_variants(batch: np.ndarray, geo: Geometry, device: torch.device, shifted
     mirror are also moved by ±3/32 of the side along each axis (variants 2…9): queries made
     this way find copies shifted or cropped by a few pixels (see the module docstring).
     """
-    x = torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=torch.float32)
+    x = torch.from_numpy(np.array(batch, dtype=np.float32)).to(device)  # a writable copy (pixels are a memmap)
     h, w = x.shape[-2:]
     moves = [(0, 0)]
     if shifted:
