@@ -86,7 +86,7 @@ def thumbnails(pixels: np.ndarray, side: int = THUMB) -> np.ndarray:
     ).reshape(len(pixels), -1)
 
 
-def reference_probabilities(pixels: np.ndarray, labels: np.ndarray, seed: int) -> np.ndarray:
+def reference_probabilities(pixels: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """5-fold out-of-fold class probabilities of a logistic regression on grey thumbnails."""
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=300))
     return np.asarray(
@@ -216,7 +216,7 @@ def bench_dataset(name: str, args: argparse.Namespace) -> dict[str, Any]:
     pixels, labels, info = load_subset(name, args.subset)
     k = round(args.own_rate * len(labels))
     start = time.perf_counter()
-    probs = reference_probabilities(pixels, labels, seed=0)
+    probs = reference_probabilities(pixels, labels)
     noisy = instance_flips(labels, probs, k, seed=args.seed)
     own = noisy != labels
     log.info(

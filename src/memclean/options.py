@@ -126,6 +126,10 @@ def _check_device(value: str) -> str:
     return value
 
 
+#: A torch device name (``auto``, ``cpu``, ``mps``, ``cuda``, ``cuda:N``), checked by :func:`_check_device`.
+Device = Annotated[str, pydantic.AfterValidator(_check_device)]
+
+
 class DedupParams(Section):
     """The ``dedup`` section: exact, near and similar duplicates (pairs first, then chain-free groups)."""
 
@@ -151,9 +155,7 @@ class DedupParams(Section):
     small_near_threshold: float = Field(
         0.97, ge=-1.0, le=1.0, description="near threshold for images under min_hash_side (look-alikes score high)"
     )
-    device: str = Field("cpu", description="torch device of the pixel search: cpu, auto (CUDA when available), cuda")
-
-    _device = field_validator("device")(classmethod(lambda cls, value: _check_device(value)))
+    device: Device = Field("cpu", description="torch device of the pixel search: cpu, auto (CUDA when available), cuda")
 
     @model_validator(mode="after")
     def _thresholds(self) -> DedupParams:
@@ -165,7 +167,7 @@ class DedupParams(Section):
 class ScoreParams(Section):
     """The ``score`` section: the proxy network and the scorers computed on its training run."""
 
-    device: str = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N or mps")
+    device: Device = Field("auto", description="auto (CUDA when available), cpu, cuda, cuda:N or mps")
     trainer: TrainConfig = Field(default_factory=TrainConfig, description="the proxy CNN")
     ensemble: EnsembleConfig = Field(
         default_factory=EnsembleConfig, description="subset ensemble, trained only when an enabled scorer needs it"
@@ -175,8 +177,6 @@ class ScoreParams(Section):
         description="every registered scorer runs; name: {params} overrides its defaults, name: false skips it",
     )
     combine: list[str] | None = Field(None, description="inputs of `combined`; null = every other scorer")
-
-    _device = field_validator("device")(classmethod(lambda cls, value: _check_device(value)))
 
     @field_validator("trainer", "ensemble", mode="before")
     @classmethod

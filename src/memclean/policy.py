@@ -156,12 +156,11 @@ def likely_rule(wanted: str, verdicts: Mapping[str, np.ndarray]) -> tuple[str, n
     when the wanted column is absent (scores from an older run) the other one is used, and
     with neither, every suspected row is likely mislabeled (``score_only``).
     """
+    rules = {CL_DISAGREES: "score_and_disagreement", CL_ISSUE: "score_and_confident_learning"}
     order = [CL_DISAGREES, CL_ISSUE] if wanted == "disagreement" else [CL_ISSUE, CL_DISAGREES]
     for column in order:
         if column in verdicts:
-            return ("score_and_disagreement" if column == CL_DISAGREES else "score_and_confident_learning"), verdicts[
-                column
-            ]
+            return rules[column], verdicts[column]
     return "score_only", None
 
 

@@ -324,9 +324,7 @@ def heldout_scorers(scorers: Iterable[str]) -> list[str]:
     return [
         name
         for name in scorers
-        if name in available()
-        and issubclass(scorer_class(name), EnsembleScorer)
-        and getattr(scorer_class(name), "out_of_sample", False)
+        if name in available() and issubclass(cls := scorer_class(name), EnsembleScorer) and cls.out_of_sample
     ]
 
 
