@@ -258,3 +258,49 @@ def test_stage_writes_pairs_with_schema(tmp_path, photos):
     assert ("train/a/1.png", "train/a/exact.png", "exact") in got
     dups = read_parquet(work / "data/interim/duplicates.parquet", DUPLICATES_SCHEMA)
     assert dups.groupby("group_id").size().eq(2).all()
+
+
+def test_best_k_matches_brute_force():
+    """Merging per-variant hits: each neighbour once, at its best similarity, top k per row."""
+    rng = np.random.default_rng(3)
+    rows = rng.integers(0, 20, 2000)
+    nbrs = rng.integers(0, 50, 2000)
+    sims = rng.uniform(-1, 1, 2000).astype(np.float32)
+    r, j, s = nearcopy._best_k(rows, nbrs, sims, 4)
+    got = {(int(a), int(b)): float(c) for a, b, c in zip(r, j, s)}
+    for row in range(20):
+        best: dict[int, float] = {}
+        for b, c in zip(nbrs[rows == row], sims[rows == row]):
+            best[int(b)] = max(best.get(int(b), -9.0), float(c))
+        top = sorted(best.items(), key=lambda t: (-t[1], t[0]))[:4]
+        assert [(row, b) for b, _ in top] == [k for k in got if k[0] == row]
+        assert all(got[(row, b)] == pytest.approx(c) for b, c in top)
+
+
+def test_inverted_file_knn_finds_the_exact_copies(photos):
+    """Above EXACT_KNN_LIMIT the kNN is approximate (faiss IVF): it still finds every edited copy,
+    agrees with the exact index on the closest pairs, and is deterministic."""
+    copies = [np.ascontiguousarray(fn(photos[i])) for i, fn in enumerate(EDITS.values())]
+    pixels = chw(np.concatenate([photos, np.stack(copies)]))
+    index = np.arange(len(pixels))
+    geo = nearcopy.Geometry.for_images(SIDE, SIDE)
+    dev = torch.device("cpu")
+    feats = nearcopy.pixel_features(pixels, index, geo, dev)
+    exact, s_exact = nearcopy.knn_pairs(pixels, index, feats, geo, 4, dev, exact_limit=10**9)
+    ivf, s_ivf = nearcopy.knn_pairs(pixels, index, feats, geo, 4, dev, exact_limit=0)
+    again, s_again = nearcopy.knn_pairs(pixels, index, feats, geo, 4, dev, exact_limit=0)
+    assert isinstance(nearcopy.knn_index(feats.knn.numpy(), exact_limit=0), faiss_ivf())
+    planted = {(k, len(photos) + k) for k in range(len(EDITS))}
+    assert planted <= set(map(tuple, exact.tolist()))
+    assert planted <= set(map(tuple, ivf.tolist()))
+    close = {tuple(p) for p, s in zip(exact.tolist(), s_exact) if s >= 0.9}
+    assert close <= set(map(tuple, ivf.tolist()))
+    np.testing.assert_array_equal(ivf, again)
+    np.testing.assert_array_equal(s_ivf, s_again)
+    assert (ivf[:, 0] < ivf[:, 1]).all() and len(np.unique(ivf, axis=0)) == len(ivf)
+
+
+def faiss_ivf() -> type:
+    import faiss
+
+    return faiss.IndexIVFFlat

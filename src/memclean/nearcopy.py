@@ -3,11 +3,12 @@
 A near copy (a shifted, cropped-and-rescaled, re-coloured, re-compressed or mirrored version
 of one photo) is found in two steps:
 
-1. **Candidates.** Every image gets a small grey thumbnail (``knn_side``² pixels, zero-mean,
-   unit-norm, so brightness and contrast do not matter). Its ``k`` nearest neighbours by
-   cosine similarity, taking the better of the image and its mirror image, come from a
-   blocked matrix product (``torch.topk`` over one block of rows at a time, so memory is
-   bounded by ``block × N``).
+1. **Candidates.** Every image gets a small blurred colour thumbnail (``knn_side``² pixels per
+   channel, zero-mean, unit-norm, so brightness and contrast do not matter), projected on its
+   principal axes. Its ``k`` nearest neighbours by cosine similarity, taking the best of the
+   image, its mirror image and (optionally) shifted versions as the query, come from a faiss
+   index (:func:`knn_index`: exact up to :data:`EXACT_KNN_LIMIT` images, an inverted file
+   above it, so the search grows about as ``n·√n``, not ``n²``).
 2. **Verification.** :func:`verify_pairs` scores a candidate pair by the maximum normalised
    cross-correlation between a centred window of one image and windows of the other that are
    shifted by up to ``max_shift`` thumbnail pixels, zoomed (central crops rescaled back, see
@@ -26,6 +27,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -126,6 +128,23 @@ def thumbnails(batch: np.ndarray, geo: Geometry, device: torch.device) -> torch.
     return torch.cat(out, dim=1)
 
 
+def variant_thumbnails(batch: np.ndarray, variant: np.ndarray, geo: Geometry, device: torch.device) -> torch.Tensor:
+    """Channel ``variant[i]`` of :func:`thumbnails` for each image ``i``: ``B × side × side``.
+
+    Only the asked zoom of each image is resized (a third of the work of every variant).
+    """
+    grey = _grey(batch, device)
+    out = torch.empty(len(batch), geo.side, geo.side, device=device)
+    for z, zoom in enumerate(geo.zooms):
+        sel = np.nonzero(variant // 2 == z)[0]
+        if len(sel) == 0:
+            continue
+        t = _zoomed(grey[torch.from_numpy(sel).to(device)], zoom, geo.side)[:, 0]
+        mirror = torch.from_numpy(variant[sel] % 2 == 1).to(device).view(-1, 1, 1)
+        out[torch.from_numpy(sel).to(device)] = torch.where(mirror, torch.flip(t, dims=[-1]), t)
+    return out
+
+
 def centre_windows(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
     """Normalised central window of the unzoomed, unmirrored thumbnail: ``B × window²``."""
     s, w = geo.max_shift, geo.window
@@ -139,16 +158,28 @@ def shifted_windows(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
     return _normalise(cols.transpose(1, 2))
 
 
-def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur (replicate padding) of ``B×C×H×W``."""
+def _blur_matrix(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """``size × size`` matrix of a 1-D Gaussian blur with replicate padding (rows sum to 1)."""
     radius = max(1, int(np.ceil(2 * sigma)))
-    k = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    g = torch.exp(-(k**2) / (2 * sigma**2))
+    k = np.arange(-radius, radius + 1)
+    g = np.exp(-(k**2) / (2 * sigma**2))
     g = g / g.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    x = F.conv2d(x, g.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
-    return F.conv2d(x, g.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+    m = np.zeros((size, size))
+    for i in range(size):
+        np.add.at(m[i], np.clip(i + k, 0, size - 1), g)
+    return torch.from_numpy(m).to(device=device, dtype=dtype)
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur (replicate padding) of ``B×C×H×W``, as two matrix products.
+
+    Same result as padding and two depthwise convolutions, but a grouped convolution on
+    these small planes is an order of magnitude slower on CPU than ``G_h · x · G_wᵀ``.
+    """
+    h, w = x.shape[-2:]
+    gh = _blur_matrix(h, sigma, x.device, x.dtype)
+    gw = gh if w == h else _blur_matrix(w, sigma, x.device, x.dtype)
+    return torch.matmul(torch.matmul(gh, x), gw.T)
 
 
 def _shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -258,6 +289,54 @@ def pixel_features(
 # --------------------------------------------------------------------------- candidates
 
 
+#: Up to this many images the kNN is exact (a flat index); above it, an inverted-file index.
+EXACT_KNN_LIMIT = 20_000
+#: Lists probed per query in the inverted-file index (of about ``4·√n`` lists).
+IVF_NPROBE = 16
+
+
+def knn_index(x: np.ndarray, exact_limit: int = EXACT_KNN_LIMIT, nprobe: int = IVF_NPROBE) -> faiss.Index:
+    """A faiss inner-product index of the rows of ``x`` (``n × d`` float32, unit-norm).
+
+    Exact (``IndexFlatIP``) up to ``exact_limit`` rows. Above it, an inverted file
+    (``IndexIVFFlat``) with about ``4·√n`` lists, trained with faiss's k-means on an evenly
+    spaced sample of at most 64 rows per list (fixed seed, so reruns build the same index) and
+    searched in ``nprobe`` lists: near copies sit far closer to each other than to the lists'
+    boundaries, so they are found while each query reads a few hundredths of the data.
+    """
+    n, d = x.shape
+    if n <= exact_limit:
+        index: faiss.Index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
+        quantizer = faiss.IndexFlatIP(d)
+        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        sample = x[np.unique(np.linspace(0, n - 1, min(n, 64 * nlist)).astype(np.int64))]
+        index.cp.seed = 1234
+        index.cp.max_points_per_centroid = 64
+        index.train(np.ascontiguousarray(sample))
+        index.nprobe = min(nprobe, nlist)
+    index.add(np.ascontiguousarray(x))
+    return index
+
+
+def _best_k(rows: np.ndarray, nbrs: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query row, the ``k`` neighbours of highest similarity, each neighbour counted once.
+
+    ``rows``/``nbrs``/``sims`` are flat triples (one per variant hit); ties break by neighbour.
+    """
+    order = np.lexsort((-sims, nbrs, rows))  # by row, neighbour, best similarity first
+    rows, nbrs, sims = rows[order], nbrs[order], sims[order]
+    first = np.r_[True, (rows[1:] != rows[:-1]) | (nbrs[1:] != nbrs[:-1])]
+    rows, nbrs, sims = rows[first], nbrs[first], sims[first]
+    order = np.lexsort((nbrs, -sims, rows))
+    rows, nbrs, sims = rows[order], nbrs[order], sims[order]
+    start = np.r_[0, np.nonzero(rows[1:] != rows[:-1])[0] + 1]
+    rank = np.arange(len(rows)) - np.repeat(start, np.diff(np.r_[start, len(rows)]))
+    keep = rank < k
+    return rows[keep], nbrs[keep], sims[keep]
+
+
 def knn_pairs(
     pixels: np.ndarray,
     index: np.ndarray,
@@ -266,15 +345,19 @@ def knn_pairs(
     k: int,
     device: torch.device,
     shifted: bool = True,
-    block_elements: int = 1 << 24,
+    block: int = 8192,
+    exact_limit: int = EXACT_KNN_LIMIT,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each image's ``k`` nearest neighbours, the query being the best of its variants.
 
-    A blocked matrix product: one block of query images (each as the variants of
-    :func:`knn_variants`, projected like the database) against every image at a time, so at
-    most ``block_elements`` similarities are held; the best variant per database image, then
-    ``torch.topk`` per row. Pairs found from either side count once.
+    The database is every image's projected kNN feature in a faiss index (:func:`knn_index`:
+    exact up to ``exact_limit`` images, an inverted file above). Each image queries it with
+    every variant of :func:`knn_variants` (its mirror image and, with ``shifted``, shifted
+    versions); a neighbour's similarity is that of its best variant, and the ``k`` best
+    neighbours other than the image itself are kept. Queries go ``block`` images at a time, so
+    memory is bounded by ``block × variants × (k + 1)`` hits. Pairs found from either side count
+    once.
 
     Returns
     -------
@@ -282,13 +365,11 @@ def knn_pairs(
         ``(P, 2)`` int64 unordered pairs ``i < j`` (positions into ``index``; unique,
         sorted) and their ``(P,)`` kNN cosine similarity as float32.
     """
-    x = features.knn
-    n = len(x)
+    n = len(features.knn)
     k = min(k, n - 1)
     if k <= 0:
         return np.empty((0, 2), np.int64), np.empty(0, np.float32)
-    variants = 10 if shifted else 2
-    block = max(1, min(n, block_elements // max(n * variants, 1)))
+    db = knn_index(features.knn.cpu().numpy().astype(np.float32), exact_limit)
     found_i, found_j, found_s = [], [], []
     starts = range(0, n, block)
     for start in (progress or no_progress)(starts, "pixel kNN", len(starts)):
@@ -297,17 +378,20 @@ def knn_pairs(
             features.mean,
             features.basis,
         )
-        sim = (q.flatten(0, 1) @ x.T).view(len(q), q.shape[1], n).amax(dim=1)
-        rows = torch.arange(len(q), device=sim.device)
-        sim[rows, rows + start] = -2.0  # not its own neighbour
-        val, idx = torch.topk(sim, k, dim=1, sorted=True)
-        found_i.append(np.repeat(np.arange(start, start + len(q)), k))
-        found_j.append(idx.reshape(-1).cpu().numpy().astype(np.int64))
-        found_s.append(val.reshape(-1).cpu().numpy().astype(np.float32))
+        b, v = q.shape[:2]
+        sims, nbrs = db.search(np.ascontiguousarray(q.flatten(0, 1).cpu().numpy(), np.float32), k + 1)
+        rows = np.repeat(np.arange(start, start + b), v * (k + 1))
+        nbrs, sims = nbrs.reshape(-1), sims.reshape(-1)
+        valid = (nbrs >= 0) & (nbrs != rows)  # -1: fewer hits than asked; itself: not a neighbour
+        r, j, s = _best_k(rows[valid], nbrs[valid], sims[valid], k)
+        found_i.append(r)
+        found_j.append(j)
+        found_s.append(s.astype(np.float32))
     i, j, s = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
-    a, b = np.minimum(i, j), np.maximum(i, j)
-    keys, first = np.unique(a * n + b, return_index=True)
-    return np.stack([keys // n, keys % n], axis=1), s[first]
+    a, b2 = np.minimum(i, j), np.maximum(i, j)
+    order = np.lexsort((-s, a * n + b2))
+    keys, first = np.unique((a * n + b2)[order], return_index=True)
+    return np.stack([keys // n, keys % n], axis=1), s[order][first]
 
 
 # --------------------------------------------------------------------------- verification
@@ -500,8 +584,7 @@ def _refine(
     # (max_shift + dy + 1, max_shift + dx + 1); the 3×3 neighbourhood starts one pixel before.
     top = torch.from_numpy(fine.max_shift + dy).to(device)
     left = torch.from_numpy(fine.max_shift + dx).to(device)
-    src_t = _band(thumbnails(np.asarray(pixels[src_rows]), fine, device))
-    src_t = src_t[torch.arange(len(src_t), device=device), torch.from_numpy(variant).to(device)]
+    src_t = _band(variant_thumbnails(np.asarray(pixels[src_rows]), variant, fine, device))
     src_t = F.pad(src_t.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)
     size = fine.window + 2
     ar = torch.arange(size, device=device)
@@ -509,7 +592,7 @@ def _refine(
     xs = (left.unsqueeze(1) + ar).unsqueeze(1)
     region = src_t[torch.arange(len(src_t), device=device).view(-1, 1, 1), ys, xs]  # (P, w+2, w+2)
     wins = _windows(region.unsqueeze(1), fine.window).reshape(len(region), fine.window**2, -1).transpose(1, 2)
-    ref = centre_windows(_band(thumbnails(np.asarray(pixels[dst_rows]), fine, device)), fine)
+    ref = centre_windows(_band(_resize(_grey(np.asarray(pixels[dst_rows]), device), fine.side)), fine)
     return (_normalise(wins) @ ref.unsqueeze(2)).squeeze(2).amax(dim=1).cpu().numpy().astype(np.float32)
 
 
