@@ -591,9 +591,19 @@ def _refine(
     ys = (top.unsqueeze(1) + ar).unsqueeze(2)
     xs = (left.unsqueeze(1) + ar).unsqueeze(1)
     region = src_t[torch.arange(len(src_t), device=device).view(-1, 1, 1), ys, xs]  # (P, w+2, w+2)
-    wins = _windows(region.unsqueeze(1), fine.window).reshape(len(region), fine.window**2, -1).transpose(1, 2)
-    ref = centre_windows(_band(_resize(_grey(np.asarray(pixels[dst_rows]), device), fine.side)), fine)
-    return (_normalise(wins) @ ref.unsqueeze(2)).squeeze(2).amax(dim=1).cpu().numpy().astype(np.float32)
+    region = region - region.mean(dim=(1, 2), keepdim=True)  # exact box-sum variances below
+    w = fine.window
+    ref = centre_windows(_band(_resize(_grey(np.asarray(pixels[dst_rows]), device), fine.side)), fine).view(-1, w, w)
+    # NCC of each of the 9 windows with the zero-mean, unit-norm reference: the dot product needs
+    # no centring of the window, and its norm comes from its sum and sum of squares.
+    best = torch.full((len(region),), -1.0, device=device)
+    for oy in range(3):
+        for ox in range(3):
+            win = region[:, oy : oy + w, ox : ox + w]
+            s1, s2 = win.sum(dim=(1, 2)), (win * win).sum(dim=(1, 2))
+            norm = (s2 - s1 * s1 / (w * w)).clamp_min(0.0).sqrt().clamp_min(_EPS)
+            best = torch.maximum(best, (win * ref).sum(dim=(1, 2)) / norm)
+    return best.cpu().numpy().astype(np.float32)
 
 
 def similarity(
