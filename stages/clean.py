@@ -80,7 +80,7 @@ def main() -> None:
         manifest_schema(names),
         metadata={"classes": classes, "params_digest": digest, **project.manifest_metadata()},
     )
-    export = export_kept(result.manifest, pixels, classes, project.EXPORT, params.export)
+    export = export_kept(result.manifest, pixels, classes, project.EXPORT, params.export, progress=project.progress)
     write_json(
         {
             **result.summary,

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -292,3 +293,30 @@ def test_pair_identity(tmp_path):
         load_pair(tmp_path / "m.parquet", tmp_path / "pixels.npy", schema=None)
     save_npy(pixels, tmp_path / "pixels.npy")
     assert load_pair(tmp_path / "m.parquet", tmp_path / "pixels.npy", schema=None)[0]["keep"].tolist() == [True]
+
+
+def _rss_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise AssertionError("no RssFile in /proc/self/status")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux /proc only")
+def test_release_pages_drops_a_memory_map_from_the_resident_set(tmp_path):
+    """Reading a memory map leaves its pages resident; release_pages gives them back, data intact."""
+    from memclean.io import release_pages
+
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, (64, 1024, 1024), dtype=np.uint8)  # 64 MiB
+    np.save(tmp_path / "big.npy", data)
+    arr = np.load(tmp_path / "big.npy", mmap_mode="r")
+    before = _rss_file_kib()
+    total = int(arr.sum(dtype=np.int64))  # reads every page
+    read = _rss_file_kib()
+    assert read - before > 48 * 1024, (before, read)
+    release_pages(arr)
+    assert _rss_file_kib() - before < 8 * 1024
+    assert int(arr.sum(dtype=np.int64)) == int(data.sum(dtype=np.int64))  # read again from the page cache
+    release_pages(data)  # not a memory map: nothing happens
+    assert total == int(data.sum(dtype=np.int64))

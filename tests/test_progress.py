@@ -100,7 +100,7 @@ def test_training_epochs_and_ensemble_members_report_through_the_stage_progress(
     digits = load_digits()
     pixels = (digits.images[:160] * (255 / 16)).astype(np.uint8)[:, None]
     labels = digits.target[:160].astype(np.int64)
-    only = {**dict.fromkeys(defaults(), False), "combined": False, "fz_memorization": {}}
+    only = {**dict.fromkeys(defaults(), False), "combined": False, "fz_memorization": {}, "tdo": {"epochs": 2}}
     params = ScoreParams(
         device="cpu",
         trainer=TrainConfig(epochs=3, batch_size=32, width=8, seed=1),
@@ -112,6 +112,45 @@ def test_training_epochs_and_ensemble_members_report_through_the_stage_progress(
     finals = {m["desc"]: m for r in _messages(caplog) if (m := DONE.match(r.getMessage()))}
     assert finals["train epochs"]["done"] == finals["train epochs"]["total"] == "3"
     assert finals["ensemble members"]["done"] == finals["ensemble members"]["total"] == "5"
+    assert finals["tdo epochs"]["done"] == finals["tdo epochs"]["total"] == "2"  # the turn-over run's own loop
+
+
+def test_export_and_verification_loops_report_progress(tmp_path):
+    """Exporting kept images and verifying duplicate candidates go through the progress wrapper."""
+    import pandas as pd
+
+    from memclean import nearcopy
+    from memclean.export import export_kept
+
+    seen: dict[str, tuple[int, int]] = {}
+
+    def recording(iterable, desc, total):
+        items = list(iterable)
+        seen[desc] = (len(items), total)
+        return items
+
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (7, 3, 32, 32), dtype=np.uint8)
+    manifest = pd.DataFrame(
+        {
+            "sample_id": [f"s{i}" for i in range(7)],
+            "row": np.arange(7),
+            "label": [0, 1, 0, 1, 0, 1, 0],
+            "split": ["train"] * 5 + ["test"] * 2,
+            "keep": [True, True, False, True, True, True, True],
+        }
+    )
+    export_kept(manifest, pixels, ["a", "b"], tmp_path / "export", "parquet", progress=recording)
+    assert seen["export train"] == (4, 4) and seen["export test"] == (2, 2)
+    geo = nearcopy.Geometry.for_images(32, 32)
+    dev = __import__("torch").device("cpu")
+    index = np.arange(7)
+    feats = nearcopy.pixel_features(pixels, index, geo, dev)
+    pairs = np.array([[0, 1], [2, 5], [3, 6]])
+    nearcopy.verify_pairs(pixels, index, feats.centre, pairs, geo, dev, block=2, progress=recording)
+    # One job per block of source rows [0, 2), [2, 4), ... holding edges, per direction:
+    # sources 0 | 2, 3 one way, then 1 | 5 | 6 the other.
+    assert seen["verify pairs"] == (5, 5)
 
 
 @pytest.mark.slow

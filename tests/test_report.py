@@ -1038,3 +1038,25 @@ def test_dataset_origin_takes_each_key_from_the_first_record_that_has_it(report_
     assert origin({"root": "/a"}, {"source": "idx", "root": "/b"}) == {"source": "idx", "root": "/a"}
     assert origin({"source": "digits", "root": None}, {}) == {"source": "digits", "root": None}
     assert origin() == {"source": None, "root": None}
+
+
+def test_duplicate_tiers_are_shown_separately() -> None:
+    """dedup.json's pairs per tier (exact/near/similar, across splits) get a table of their own."""
+    inputs = make_inputs(True)
+    stats = {
+        "exact_pairs": 3,
+        "near_pairs": 17,
+        "similar_pairs": 250,
+        "cross_split_pairs": {"exact": 1, "near": 5, "similar": 40},
+        "thresholds": {"near": 0.7, "similar": 0.5},
+    }
+    report = build_report(replace(inputs, dedup={**inputs.dedup, **stats}), ReportOptions())
+    section = section_of(report.html, "duplicate-groups")
+    rows = re.findall(
+        r"<tr><td>(exact|near|similar)</td><td class=\"num\">(\d+)</td><td class=\"num\">(\d+)</td>", section
+    )
+    assert rows == [("exact", "3", "1"), ("near", "17", "5"), ("similar", "250", "40")]
+    assert "similarity ≥ 0.7" in section and "0.5 ≤ similarity &lt; 0.7" in section
+    assert "| similar | 250 | 40 |" in report.markdown
+    # An older dedup.json without tiers shows no table.
+    assert 'class="tiers"' not in section_of(build_report(inputs, ReportOptions()).html, "duplicate-groups")

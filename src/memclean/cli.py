@@ -177,7 +177,8 @@ def export(
 
     try:
         m = pd.read_parquet(manifest)
-        info = export_kept(m, load_pixels(pixels), list(read_metadata(manifest).get("classes") or []), out, fmt)
+        classes = list(read_metadata(manifest).get("classes") or [])
+        info = export_kept(m, load_pixels(pixels), classes, out, fmt, progress=project.progress)
     except (MemcleanError, FileNotFoundError) as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"exported {info['samples']} samples ({fmt}) to {out}")

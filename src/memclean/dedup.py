@@ -48,6 +48,7 @@ from PIL import Image
 
 from memclean import nearcopy
 from memclean.errors import MemcleanError
+from memclean.io import release_pages
 from memclean.progress import Progress, no_progress
 from memclean.schema import DUPLICATE_PAIRS_SCHEMA, DUPLICATES_SCHEMA
 
@@ -117,7 +118,8 @@ def compute_hashes(
     starts = range(0, n, batch_size)
     wrap = progress or no_progress
     for start in wrap(starts, f"hash ({method})", len(starts)):
-        batch = np.asarray(pixels[start : start + batch_size])
+        batch = np.array(pixels[start : start + batch_size])
+        release_pages(pixels)
         if method == "phash":
             bits = _phash_batch(batch)
         else:
@@ -132,6 +134,7 @@ def flat_mask(pixels: np.ndarray, min_std: float, batch_size: int = 8192) -> np.
     out = np.empty(len(pixels), dtype=bool)
     for start in range(0, len(pixels), batch_size):
         batch = np.asarray(pixels[start : start + batch_size], dtype=np.float32)
+        release_pages(pixels)
         out[start : start + len(batch)] = batch.reshape(len(batch), -1).std(axis=1) < min_std
     return out
 

@@ -344,7 +344,7 @@ def train_member_job(
         if last.checkpoint is None:  # pragma: no cover - train() always ends on a checkpoint
             raise RuntimeError("a member finished without its last checkpoint")
         cp = last.checkpoint
-        full = to_device(pixels, labels, dev)
+        full = to_device(pixels, labels, dev, job.trainer.uses_channels_last(dev))
         data = replace(full, mean=cp.data.mean, std=cp.data.std)  # the member's own normalisation
         logits = evaluate(cp.model, data, job.trainer, dev)
         out: MemberOutput = {"logits": logits.astype(np.float16)}

@@ -37,6 +37,7 @@ from PIL import Image
 
 from memclean.errors import MemcleanError
 from memclean.io import atomic_dir
+from memclean.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,19 @@ def _image_name(row: int, sample_id: str) -> str:
 
 
 def _write_imagefolder(
-    kept: pd.DataFrame, pixels: np.ndarray, classes: Sequence[str], splits: dict[str, str], out: Path
+    kept: pd.DataFrame,
+    pixels: np.ndarray,
+    classes: Sequence[str],
+    splits: dict[str, str],
+    out: Path,
+    progress: Progress,
 ) -> None:
     folders = _class_folders(classes)
     for split, part in kept.groupby("split", sort=True):
         for folder in folders:
             (out / splits[str(split)] / folder).mkdir(parents=True)
-        for sid, row, label in zip(part["sample_id"], part["row"], part["label"]):
+        rows = zip(part["sample_id"], part["row"], part["label"])
+        for sid, row, label in progress(rows, f"export {split}", len(part)):
             path = out / splits[str(split)] / folders[int(label)] / _image_name(int(row), str(sid))
             path.write_bytes(_png(pixels[int(row)]))
     index = [{"index": i, "name": name, "folder": folder} for i, (name, folder) in enumerate(zip(classes, folders))]
@@ -99,7 +106,12 @@ def _write_imagefolder(
 
 
 def _write_parquet(
-    kept: pd.DataFrame, pixels: np.ndarray, classes: Sequence[str], splits: dict[str, str], out: Path
+    kept: pd.DataFrame,
+    pixels: np.ndarray,
+    classes: Sequence[str],
+    splits: dict[str, str],
+    out: Path,
+    progress: Progress,
 ) -> None:
     features = {
         "img": {"_type": "Image"},
@@ -108,7 +120,10 @@ def _write_parquet(
     }
     metadata = {"classes": json.dumps(list(classes)), "huggingface": json.dumps({"info": {"features": features}})}
     for split, part in kept.groupby("split", sort=True):
-        images = [{"bytes": _png(pixels[int(r)]), "path": str(s)} for s, r in zip(part["sample_id"], part["row"])]
+        rows = zip(part["sample_id"], part["row"])
+        images = [
+            {"bytes": _png(pixels[int(r)]), "path": str(s)} for s, r in progress(rows, f"export {split}", len(part))
+        ]
         table = pa.table(
             {
                 "img": pa.array(images, type=_IMAGE_STRUCT),
@@ -125,6 +140,7 @@ def export_kept(
     classes: list[str],
     out_dir: str | os.PathLike[str],
     fmt: str = "imagefolder",
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Write the ``keep`` rows of ``manifest`` to ``out_dir`` in ``fmt``, replacing it as a whole.
 
@@ -141,6 +157,8 @@ def export_kept(
     fmt
         ``imagefolder`` (``<split>/<class folder>/<row>_<sample>.png`` and
         ``classes.json``), ``parquet`` (``<split>.parquet``) or ``none``.
+    progress
+        Optional wrapper ``progress(iterable, description, total)`` over each split's images.
 
     Returns
     -------
@@ -161,9 +179,9 @@ def export_kept(
     splits = {split: f"{name}{suffix}" for split, name in zip(names, _unique_names(names, "split"))}
     with atomic_dir(out_dir) as staging:
         if fmt == "imagefolder":
-            _write_imagefolder(kept, pixels, classes, splits, staging)
+            _write_imagefolder(kept, pixels, classes, splits, staging, progress or no_progress)
         elif fmt == "parquet":
-            _write_parquet(kept, pixels, classes, splits, staging)
+            _write_parquet(kept, pixels, classes, splits, staging, progress or no_progress)
         by_split = {str(split): len(part) for split, part in kept.groupby("split", sort=True)}
         info = {
             "format": fmt,

@@ -32,6 +32,7 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import os
 import re
 import shutil
@@ -528,6 +529,22 @@ def load_pixels(path: PathLike) -> np.ndarray:
     if arr.dtype != np.uint8 or arr.ndim != 4:
         raise MemcleanError(f"{path} is not a uint8 N×C×H×W array (got {arr.dtype} {arr.shape})")
     return arr
+
+
+def release_pages(arr: np.ndarray) -> None:
+    """Drop the pages of a memory-mapped array from this process's resident set.
+
+    Reading a memory map leaves every page read resident (and counted in RSS) until the
+    kernel needs the memory. A pass over a million images' ``pixels.npy`` would hold the whole
+    file; calling this after each block keeps the resident set to what is being worked on.
+    The pages stay in the page cache (reading them again is a minor fault) and a read-only
+    mapping loses nothing. A no-op for arrays that are not memory maps.
+    """
+    mm = getattr(arr, "_mmap", None)
+    if mm is None or not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    with contextlib.suppress(OSError, ValueError):
+        mm.madvise(mmap.MADV_DONTNEED)
 
 
 # --------------------------------------------------------------------------- tables and JSON

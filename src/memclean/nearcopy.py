@@ -24,6 +24,7 @@ image's transformed windows are built once per block and multiplied against up t
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from memclean.errors import MemcleanError
+from memclean.io import release_pages
 from memclean.progress import Progress, no_progress
 
 log = logging.getLogger(__name__)
@@ -226,10 +228,17 @@ class PixelFeatures:
 
 
 def _take(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """``pixels[rows]`` for sorted rows; a contiguous run is one slice of the memory map."""
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        return np.asarray(pixels[int(rows[0]) : int(rows[-1]) + 1])
-    return np.asarray(pixels[rows])
+    """A copy of ``pixels[rows]`` (any order); a contiguous ascending run is one slice of the memory map.
+
+    The memory map's pages are released after the read (:func:`memclean.io.release_pages`),
+    so a pass over every image keeps only one block resident.
+    """
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+        out = np.array(pixels[int(rows[0]) : int(rows[-1]) + 1])
+    else:
+        out = np.array(pixels[rows])
+    release_pages(pixels)
+    return out
 
 
 def _project(f: torch.Tensor, mean: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
@@ -536,12 +545,17 @@ def verify_pairs(
     if len(pairs) == 0:
         return out
     rows_per_product = rows_per_product or max(1, (1 << 24) // (geo.transforms * geo.window**2))
-    steps = ((pairs[:, 0], pairs[:, 1], False), (pairs[:, 1], pairs[:, 0], True))
-    for src, dst, flipped in (progress or no_progress)(steps, "verify pairs", 2):
+    # Jobs: one block of source images in one direction (the unit of progress).
+    jobs = []
+    for src, dst, flipped in ((pairs[:, 0], pairs[:, 1], False), (pairs[:, 1], pairs[:, 0], True)):
         order = np.lexsort((dst, src))
-        score, arg = _directed(pixels, index, centre, src[order], dst[order], geo, device, block, rows_per_product)
-        better = score > out.score[order]
-        upd = order[better]
+        s, d = src[order], dst[order]
+        bounds = np.searchsorted(s, np.arange(0, len(index) + block, block))
+        jobs += [(order[lo:hi], s[lo:hi], d[lo:hi], flipped) for lo, hi in itertools.pairwise(bounds) if hi > lo]
+    for sub, s, d, flipped in (progress or no_progress)(jobs, "verify pairs", len(jobs)):
+        score, arg = _directed(pixels, index, centre, s, d, geo, device, block, rows_per_product)
+        better = score > out.score[sub]
+        upd = sub[better]
         out.score[upd] = score[better]
         out.transform[upd] = arg[better]
         out.flipped[upd] = flipped
@@ -584,7 +598,7 @@ def _refine(
     # (max_shift + dy + 1, max_shift + dx + 1); the 3×3 neighbourhood starts one pixel before.
     top = torch.from_numpy(fine.max_shift + dy).to(device)
     left = torch.from_numpy(fine.max_shift + dx).to(device)
-    src_t = _band(variant_thumbnails(np.asarray(pixels[src_rows]), variant, fine, device))
+    src_t = _band(variant_thumbnails(_take(pixels, src_rows), variant, fine, device))
     src_t = F.pad(src_t.unsqueeze(1), (1, 1, 1, 1), mode="replicate").squeeze(1)
     size = fine.window + 2
     ar = torch.arange(size, device=device)
@@ -593,7 +607,7 @@ def _refine(
     region = src_t[torch.arange(len(src_t), device=device).view(-1, 1, 1), ys, xs]  # (P, w+2, w+2)
     region = region - region.mean(dim=(1, 2), keepdim=True)  # exact box-sum variances below
     w = fine.window
-    ref = centre_windows(_band(_resize(_grey(np.asarray(pixels[dst_rows]), device), fine.side)), fine).view(-1, w, w)
+    ref = centre_windows(_band(_resize(_grey(_take(pixels, dst_rows), device), fine.side)), fine).view(-1, w, w)
     # NCC of each of the 9 windows with the zero-mean, unit-norm reference: the dot product needs
     # no centring of the window, and its norm comes from its sum and sum of squares.
     best = torch.full((len(region),), -1.0, device=device)

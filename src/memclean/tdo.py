@@ -77,6 +77,7 @@ from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from memclean.errors import MemcleanError
+from memclean.progress import Progress, no_progress
 from memclean.train import (
     DeviceData,
     ProxyCNN,
@@ -298,6 +299,7 @@ def train_tdo(
     keep: float = 0.3,
     layers: MaskLayers = "penultimate",
     epochs: int | None = None,
+    progress: Progress | None = None,
 ) -> TDOResult:
     """Train a turn-over dropout proxy CNN and return every sample's own and flipped loss.
 
@@ -322,6 +324,8 @@ def train_tdo(
         Where the masks go: ``"all"`` or ``"penultimate"``.
     epochs
         Epochs of this run; ``None`` = ``config.epochs``.
+    progress
+        Optional wrapper ``progress(iterable, description, total)`` over epochs.
 
     Returns
     -------
@@ -350,7 +354,7 @@ def train_tdo(
         return random_crop_flip(x, config.crop_padding, config.flip, aug_gen)
 
     schedule = LambdaLR(opt, lr_schedule(config, n))
-    for epoch in range(1, config.epochs + 1):
+    for epoch in (progress or no_progress)(range(1, config.epochs + 1), "tdo epochs", config.epochs):
         model.train()
         loss_sum = sgd_epoch(
             lambda idx: model(data.batch(idx, augment), table[idx]), data, config, device, opt, schedule, gen

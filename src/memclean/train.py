@@ -9,8 +9,8 @@ eval mode) and hands a :class:`Checkpoint` to each callback; scorers accumulate
 their signals there.
 
 CPU and CUDA run the same code. On CUDA the model is channels_last and the
-forward passes run under bf16 autocast; on CPU bf16 autocast can be asked for
-(``TrainConfig.bf16=True``) so the tests exercise the same path.
+forward passes run under bf16 autocast by default; on CPU both can be asked for
+(``TrainConfig.bf16``, ``TrainConfig.channels_last``), so the tests exercise the same path.
 """
 
 from __future__ import annotations
@@ -65,6 +65,13 @@ class TrainConfig:
     eval_batch_size: Annotated[int, Field(ge=1, description="batch size of the evaluation passes")] = 1024
     seed: Annotated[int, Field(ge=0, description="seeds initialisation, batch order and augmentation")] = 0
     bf16: Annotated[bool | None, Field(description="bfloat16 autocast; null = on CUDA only")] = None
+    channels_last: Annotated[
+        bool | None, Field(description="channels-last memory format of model and batches; null = on CUDA only")
+    ] = None
+
+    def uses_channels_last(self, device: torch.device) -> bool:
+        """Whether model and batches are channels-last on ``device`` (``channels_last``; null = CUDA only)."""
+        return self.channels_last if self.channels_last is not None else device.type == "cuda"
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> TrainConfig:
@@ -174,8 +181,12 @@ class DeviceData:
         return len(self.labels)
 
 
-def to_device(pixels: np.ndarray, labels: np.ndarray, device: torch.device) -> DeviceData:
-    """Copy the uint8 array and labels to ``device`` and compute channel statistics."""
+def to_device(pixels: np.ndarray, labels: np.ndarray, device: torch.device, channels_last: bool = False) -> DeviceData:
+    """Copy the uint8 array and labels to ``device`` and compute channel statistics.
+
+    ``channels_last``: batches come out in channels-last memory format (see
+    :meth:`TrainConfig.uses_channels_last`).
+    """
     x = torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).to(device)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     n, c = x.shape[:2]
@@ -188,7 +199,7 @@ def to_device(pixels: np.ndarray, labels: np.ndarray, device: torch.device) -> D
     count = n * x.shape[2] * x.shape[3]
     mean = sums / count
     std = (sq / count - mean * mean).clamp_min(1e-12).sqrt().clamp_min(1e-3)
-    return DeviceData(x, y, mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1), device.type == "cuda")
+    return DeviceData(x, y, mean.float().view(1, c, 1, 1), std.float().view(1, c, 1, 1), channels_last)
 
 
 @dataclass
@@ -427,7 +438,7 @@ def train(
             f"{pixels.shape[2]}×{pixels.shape[3]} images (got {config.crop_padding})"
         )
     set_determinism(config.seed, device)
-    data = to_device(pixels, labels, device)
+    data = to_device(pixels, labels, device, config.uses_channels_last(device))
     model = ProxyCNN(pixels.shape[1], num_classes, tuple(pixels.shape[2:]), config.width).to(device)
     if data.channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -26,6 +26,7 @@ from memclean.report.model import (
     Cleaning,
     DuplicateGroup,
     Duplicates,
+    DuplicateTier,
     GateState,
     Header,
     Histograms,
@@ -368,7 +369,25 @@ class _Builder:
             max_distance=fmt(get(self.inp.dedup, "max_distance")),
             group_count=count,
             groups=groups,
+            tiers=self.duplicate_tiers(),
         )
+
+    def duplicate_tiers(self) -> list[DuplicateTier]:
+        """Verified pairs per tier from ``dedup.json`` (empty for an older file without tiers)."""
+        d = self.inp.dedup
+        if get(d, "similar_pairs") is None:
+            return []
+        near, similar = get(d, "thresholds", "near"), get(d, "thresholds", "similar")
+        meaning = {
+            "exact": "identical pixels: one of each set is kept (clean.drop_exact_duplicates)",
+            "near": f"one photo after edits (verified similarity ≥ {fmt(near)}): grouped",
+            "similar": f"same scene, another shot ({fmt(similar)} ≤ similarity < {fmt(near)}): "
+            "listed in duplicate_pairs.parquet only",
+        }
+        return [
+            DuplicateTier(kind, fmt(get(d, f"{kind}_pairs")), fmt(get(d, "cross_split_pairs", kind)), meaning[kind])
+            for kind in ("exact", "near", "similar")
+        ]
 
     def side(self, sample_id: Any, info: pd.DataFrame) -> PairSide:
         """One image of an influence pair, described from the manifest."""

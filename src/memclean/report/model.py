@@ -219,6 +219,16 @@ class DuplicateGroup:
 
 
 @dataclass(frozen=True)
+class DuplicateTier:
+    """One tier of verified duplicate pairs (exact, near or similar) and what the pipeline does with it."""
+
+    kind: str
+    pairs: str
+    cross: str
+    meaning: str
+
+
+@dataclass(frozen=True)
 class Duplicates:
     """Duplicate-group counts and the groups shown; ``groups`` is ``None`` without a duplicate table."""
 
@@ -231,6 +241,7 @@ class Duplicates:
     max_distance: str
     group_count: int
     groups: list[DuplicateGroup] | None
+    tiers: list[DuplicateTier]
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from pydantic import ConfigDict
 
 from memclean.ensemble import Ensemble
 from memclean.errors import MemcleanError, describe_validation_error
+from memclean.progress import Progress
 from memclean.train import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class Scorer(ABC):
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = self.validate_params(params)
+        #: Progress wrapper for long work in :meth:`result` (set by ``score_dataset``).
+        self.progress: Progress | None = None
 
     @classmethod
     def validate_params(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:

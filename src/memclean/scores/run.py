@@ -236,6 +236,8 @@ def score_dataset(
     """
     names = [n for n in scorers if n != COMBINED]
     guarded = [_Guarded(create(name, scorers[name])) for name in names]
+    for g in guarded:
+        g.scorer.progress = progress
     result = train(pixels, labels, num_classes, config, device, callbacks=[*guarded, *callbacks], progress=progress)
     frame = pd.DataFrame(index=pd.RangeIndex(len(labels)))
     outcome = ScoringOutcome(frame, train=result, seconds={"train": result.seconds})

@@ -81,6 +81,7 @@ class TDO(Scorer):
             keep=float(self.params["keep"]),
             layers=self.params["layers"],
             epochs=self.params["epochs"],
+            progress=self.progress,
         )
         self._data = None  # let the device copy of the dataset go
         scores = np.asarray(run.self_influence, dtype=np.float64)
