@@ -8,7 +8,8 @@ dataset's train split (CIFAR-10 10,000 images by default) it trains the default
 - ``channels_last``: channels-last model and batches (oneDNN's preferred layout);
 - ``bf16``: bfloat16 autocast of the forward passes;
 - ``bf16_channels_last``: both;
-- ``batch_256``: the reference with twice the batch size (and ``lr`` scaled by 2).
+- ``batch_256``: the reference with twice the batch size (and ``lr`` scaled by 2);
+- ``eval_batch_256``: the reference with evaluation passes in batches of 256, not 1,024.
 
 The variants run interleaved (round-robin, ``--repeats`` rounds) so that load on a shared
 machine hits each alike; per variant the JSON gives the median training images/s (the
@@ -51,6 +52,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bf16": {"bf16": True, "channels_last": False},
     "bf16_channels_last": {"bf16": True, "channels_last": True},
     "batch_256": {"bf16": False, "channels_last": False, "batch_size": 256, "lr": 0.1},
+    "eval_batch_256": {"bf16": False, "channels_last": False, "eval_batch_size": 256},
 }
 
 

@@ -1,7 +1,9 @@
 """DVC stage ``validate``: do the scorers find injected mislabels on *this* dataset?
 
-With ``validate.mode: retrain`` (the default) it runs the same scoring as ``score`` on
-the noisy labels; with ``heldout`` it trains nothing and rescores the out-of-sample
+With ``validate.mode: retrain`` it runs the same scoring as ``score`` on
+the noisy labels; with ``heldout`` it trains nothing (``auto``, the default: ``heldout`` on
+a CPU when the out-of-sample ensemble scorers run, else ``retrain``; see
+:meth:`memclean.options.PipelineParams.validate_mode`) and rescores the out-of-sample
 ensemble scorers (``cscore``, ``confident_learning``) from ``score``'s ensemble
 (``data/interim/ensemble.npy``) against the noisy labels. It measures, per
 scorer, AUROC, average precision and precision@k (k = number flipped) **among the
@@ -36,6 +38,7 @@ from memclean.metrics import measured_metrics, measured_on, roc_points
 from memclean.options import ScoreParams
 from memclean.schema import NOISY_LABELS_SCHEMA, validation_scores_schema
 from memclean.scores import ranks_label_errors, rescore_heldout
+from memclean.train import select_device
 
 
 def comparability(sparams: ScoreParams) -> dict[str, Any]:
@@ -72,8 +75,14 @@ def main() -> None:
     measured = ~suspected
     noisy_labels = noisy["noisy_label"].to_numpy(dtype="int64")
     comparable = comparability(sparams)
-    if params.mode == "heldout":  # no training: the score stage's members, rescored against the noisy labels
-        ensemble = load_ensemble(project.ENSEMBLE, noisy_labels)
+    mode = all_params.validate_mode(select_device(sparams.device))
+    ensemble = load_ensemble(project.ENSEMBLE, noisy_labels) if mode == "heldout" else None
+    if ensemble is None and mode == "heldout" and params.mode == "auto":
+        project.log.warning(
+            "validate.mode auto: %s holds no ensemble member, so validate trains again", project.ENSEMBLE
+        )
+        mode = "retrain"
+    if mode == "heldout":  # no training: the score stage's members, rescored against the noisy labels
         if ensemble is None:
             raise MemcleanError(
                 f"validate.mode heldout needs the subset ensemble, but {project.ENSEMBLE} holds no member: "
@@ -113,7 +122,7 @@ def main() -> None:
         "scorers": results,
         "best": best,
         "gate": gate.to_dict(),
-        "run": outcome.summary(),
+        "run": outcome.summary() | {"mode_asked": params.mode},
         "params_digest": params_digest(
             {"validate": params.model_dump(mode="json"), "score": sparams.model_dump(mode="json")}
         ),

@@ -81,3 +81,14 @@ def test_clean_counts_from_a_manifest():
     )
     counts = CleanCounts.from_manifest(m)
     assert (counts.rows, counts.kept, counts.dropped, counts.dropped_by_score, counts.suspected) == (3, 1, 2, 1, 1)
+
+
+def test_auroc_table_puts_the_best_scorer_first_even_on_ties():
+    """cscore, confident_learning and combined of them often tie in heldout validation: the table's
+    first row is still the scorer best_scorer (and so the gate) picks."""
+    from memclean.summary import Validation
+
+    tied = {"combined": {"auroc": 0.93}, "cscore": {"auroc": 0.93}, "confident_learning": {"auroc": 0.93}, "aum": {}}
+    table = Validation({}, tied, best_scorer(tied), decide_gate(tied, "best", 0.9)).table()
+    assert table["scorer"].tolist()[0] == best_scorer(tied) == "cscore"
+    assert table["scorer"].tolist()[-1] == "aum"  # no AUROC: last

@@ -117,3 +117,22 @@ def test_validate_refuses_scores_from_other_score_params(work, monkeypatch):  # 
     stamp("0123456789abcdef")  # scored with another trainer or other scorers
     with pytest.raises(MemcleanError, match="other score params"):
         validate_stage.main()
+
+
+def test_auto_mode_is_heldout_on_a_cpu_and_retrain_on_cuda():
+    """validate.mode auto: no second training run on a CPU when the out-of-sample scorers can be measured."""
+    import torch
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    default = parse_params({})
+    assert default.validate_.mode == "auto"
+    assert default.validate_mode(cpu) == "heldout" and default.validate_mode(cuda) == "retrain"
+    # A named scorer that heldout cannot measure, or no out-of-sample scorer at all: retrain.
+    assert parse_params({"validate": {"scorer": "aum"}}).validate_mode(cpu) == "retrain"
+    assert parse_params({"clean": {"scorer": "aum"}}).validate_mode(cpu) == "retrain"
+    assert parse_params({"validate": {"scorer": "cscore"}}).validate_mode(cpu) == "heldout"
+    off = {"cscore": False, "confident_learning": False}
+    assert parse_params({"score": {"scorers": off}}).validate_mode(cpu) == "retrain"
+    # Explicit modes are taken as they are.
+    assert parse_params({"validate": {"mode": "retrain"}}).validate_mode(cpu) == "retrain"
+    assert parse_params({"validate": {"mode": "heldout"}}).validate_mode(cuda) == "heldout"

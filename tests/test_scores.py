@@ -109,6 +109,36 @@ def test_bf16_autocast_path_on_cpu():
     assert roc_auc_score(flipped, out.scores["aum_score"]) > 0.85
 
 
+def test_bf16_and_channels_last_defaults_follow_the_device(monkeypatch):
+    """bf16 null: on CUDA, and on a CPU only with native bf16; an explicit value always wins."""
+    from memclean import train as train_mod
+
+    assert isinstance(train_mod.cpu_has_native_bf16(), bool)  # reads /proc/cpuinfo (False off Linux)
+    cfg = TrainConfig()
+    cuda = torch.device("cuda")
+    assert train_mod.uses_bf16(cuda, cfg) and cfg.uses_channels_last(cuda)
+    assert not cfg.uses_channels_last(CPU) and TrainConfig(channels_last=True).uses_channels_last(CPU)
+    for native in (True, False):
+        monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda native=native: native)
+        assert train_mod.uses_bf16(CPU, cfg) is native
+        assert train_mod.uses_bf16(CPU, TrainConfig(bf16=True)) and not train_mod.uses_bf16(
+            CPU, TrainConfig(bf16=False)
+        )
+    assert not train_mod.uses_bf16(cuda, TrainConfig(bf16=False))
+
+
+def test_curvature_default_schedule_is_the_last_epoch_on_a_cpu():
+    """curvature every=null: one pass at the last epoch on a CPU (a pass costs ~3 epochs), every 4th on CUDA."""
+    x, _, noisy, _ = toy()
+    cfg = TrainConfig(epochs=6, batch_size=32, width=8)
+    counted = {}
+    for every in (None, 2):
+        scorer = create("curvature", {} if every is None else {"every": every})
+        train(x, noisy, 4, cfg, CPU, callbacks=[scorer.on_checkpoint])
+        counted[every] = scorer._count
+    assert counted == {None: 1, 2: 3}
+
+
 class _Exploding(Scorer):
     name = "test_exploding"
     description = "raises at every checkpoint"

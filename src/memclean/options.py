@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
+import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -229,10 +230,11 @@ class ValidateParams(Section):
     min_auroc: Fraction = Field(
         0.9, description="gate: AUROC among rows not suspected beforehand; below this, cleaning drops nothing by score"
     )
-    mode: Literal["retrain", "heldout"] = Field(
-        "retrain",
+    mode: Literal["auto", "retrain", "heldout"] = Field(
+        "auto",
         description="retrain: train and score again on the noisy labels (every scorer); heldout: no training, "
-        "the out-of-sample ensemble scorers (cscore, confident_learning) rescored from score's ensemble",
+        "the out-of-sample ensemble scorers (cscore, confident_learning) rescored from score's ensemble; "
+        "auto: heldout on a CPU when those scorers run (and validate.scorer/clean.scorer allow it), else retrain",
     )
 
 
@@ -297,6 +299,32 @@ class PipelineParams(Section):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    def _heldout_allowed(self) -> list[str]:
+        """Scorers that ``validate.mode: heldout`` measures: the out-of-sample ones (and ``combined`` of them)."""
+        runs = self.score.scorer_names
+        fast = heldout_scorers(runs)
+        return [*fast, COMBINED] if len(fast) > 1 and COMBINED in runs else fast
+
+    def _named_scorers(self) -> list[tuple[str, str]]:
+        """``validate.scorer`` and ``clean.scorer`` when they name a scorer (not ``best``/``gate``)."""
+        named = (("validate.scorer", self.validate_.scorer), ("clean.scorer", self.clean.scorer))
+        return [(key, name) for key, name in named if name not in ("best", "gate")]
+
+    def validate_mode(self, device: torch.device) -> Literal["retrain", "heldout"]:
+        """The validation that runs: ``validate.mode``, with ``auto`` resolved for ``device`` (score's device).
+
+        ``auto`` is ``heldout`` on a CPU when an out-of-sample ensemble scorer runs and
+        ``validate.scorer``/``clean.scorer`` name none outside them: there a second scoring run
+        costs as much as the first (minutes to hours) while ``heldout`` costs seconds. On CUDA,
+        where training again is cheap, it is ``retrain``, which also measures the in-sample scorers.
+        """
+        mode = self.validate_.mode
+        if mode != "auto":
+            return mode
+        allowed = self._heldout_allowed()
+        fits = bool(allowed) and all(name in allowed for _, name in self._named_scorers())
+        return "heldout" if device.type == "cpu" and fits else "retrain"
+
     @model_validator(mode="after")
     def _scorer_names(self) -> PipelineParams:
         runs = self.score.scorer_names
@@ -305,15 +333,14 @@ class PipelineParams(Section):
                 f"validate.scorer {self.validate_.scorer!r} is not run by score.scorers ({', '.join(runs)})"
             )
         if self.validate_.mode == "heldout":
-            fast = heldout_scorers(runs)
-            if not fast:
+            allowed = self._heldout_allowed()
+            if not allowed:
                 raise ValueError(
                     "validate.mode: heldout rescores the out-of-sample ensemble scorers, but score.scorers runs "
                     "none: enable cscore or confident_learning, or use validate.mode: retrain"
                 )
-            allowed = [*fast, COMBINED] if len(fast) > 1 and COMBINED in runs else fast
-            for key, name in (("validate.scorer", self.validate_.scorer), ("clean.scorer", self.clean.scorer)):
-                if name not in ("best", "gate") and name not in allowed:
+            for key, name in self._named_scorers():
+                if name not in allowed:
                     raise ValueError(
                         f"{key} {name!r} is not validated in validate.mode: heldout (only {', '.join(allowed)})"
                     )

@@ -83,13 +83,14 @@ class Validation:
     gate: Gate
 
     def table(self) -> pd.DataFrame:
-        """One row per scorer, best AUROC first: ``scorer, auroc, ap, precision_at_k``."""
+        """One row per scorer, best AUROC first (ties: the later name first, as :func:`~memclean.gate.best_scorer`)."""
         rows = [
             {"scorer": name, "auroc": r.get("auroc"), "ap": r.get("ap"), "precision_at_k": r.get("precision_at_k")}
             for name, r in self.scorers.items()
         ]
         frame = pd.DataFrame(rows, columns=["scorer", "auroc", "ap", "precision_at_k"])
-        return frame.sort_values("auroc", ascending=False, na_position="last", kind="stable").reset_index(drop=True)
+        order = frame.sort_values(["auroc", "scorer"], ascending=[False, False], na_position="last", kind="stable")
+        return order.reset_index(drop=True)
 
 
 @dataclass(frozen=True)

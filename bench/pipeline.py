@@ -1,0 +1,224 @@
+"""End-to-end `dvc repro` on a CIFAR-10 subset: seconds per stage and the gate's AUROC, per configuration.
+
+For each configuration (``--configs``; see :data:`CONFIGS`) the benchmark makes a fresh git
+copy of the repository (as a user's checkout: no DVC outputs, no ``dvc.lock``), writes a
+``params.yaml`` that is the repository's own with the configuration's overrides and an
+``hf-parquet`` source holding a fixed-seed subset of the CIFAR-10 *train* split, and runs
+the real ``dvc repro`` one stage at a time (``dvc repro --single-item <stage>`` in the DAG's
+order), timing each. It then reads ``validation.json``: the gate's scorer, its AUROC on the
+injected noise (10 % symmetric by default) and every scorer's AUROC.
+
+The configurations run one after the other on the same machine; ``speedup`` is the
+reference's total seconds over each configuration's. Prints one JSON object on stdout and
+writes it to ``--out`` (default ``bench/results/pipeline.json``).
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/pipeline.py [--subset 10000] [--configs defaults,previous]
+        [--reference previous] [--both-modes] [--keep-workdirs] [--out FILE]
+
+``--both-modes`` then runs ``validate`` again in the other mode on the same ``score`` outputs
+(``other_mode``), so that the gate's AUROC can be compared under one protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from noisy_gate import write_source
+from scoring import load_subset, missing_reason, rnd
+
+log = logging.getLogger("bench.pipeline")
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("params", "ingest", "dedup", "score", "inject", "validate", "clean", "report")
+
+#: name → params overrides (deep-merged over the repository's params.yaml).
+CONFIGS: dict[str, dict[str, Any]] = {
+    # The current defaults, untouched.
+    "defaults": {},
+    # The defaults before issue 12's CPU work: float32, evaluation in batches of 1,024, curvature
+    # every 4th epoch, validate trains and scores again.
+    "previous": {
+        "score": {
+            "trainer": {"bf16": False, "channels_last": False, "eval_batch_size": 1024},
+            "scorers": {"curvature": {"every": 4}},
+        },
+        "validate": {"mode": "retrain"},
+    },
+    # The current trainer defaults, validated by training again (AUROC comparable with "previous").
+    "defaults_retrain": {"validate": {"mode": "retrain"}},
+}
+
+
+def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = merge(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def repo_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    keep = []
+    for rel in out.splitlines():
+        if not rel or not (REPO / rel).is_file() or rel == "dvc.lock":
+            continue
+        if rel.startswith(("tests/", "bench/", "data/interim/", "data/reports/", "data/clean/")):
+            continue
+        keep.append(rel)
+    return keep
+
+
+def checkout(dest: Path) -> None:
+    """A committed git copy of the repository's sources (what a user clones)."""
+    for rel in repo_files():
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    (dest / "data/raw").mkdir(parents=True, exist_ok=True)
+    git = ["git", "-c", "user.email=bench@example.invalid", "-c", "user.name=bench"]
+    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
+    subprocess.run([*git, "commit", "-qm", "bench"], cwd=dest, check=True)
+
+
+def gate_figures(work: Path) -> dict[str, Any]:
+    """The gate and every scorer's AUROC from a workdir's ``validation.json``."""
+    validation = json.loads((work / "data/reports/validation.json").read_text(encoding="utf-8"))
+    gate = validation["gate"]
+    scorer = gate.get("scorer")
+    return {
+        "validate_mode": (validation.get("run") or {}).get("mode"),
+        "gate": {"passed": gate.get("passed"), "scorer": scorer},
+        "gate_auroc": rnd(validation["scorers"].get(scorer, {}).get("auroc")) if scorer else None,
+        "auroc_by_scorer": {k: rnd(v.get("auroc")) for k, v in validation["scorers"].items()},
+    }
+
+
+def dvc_stage(work: Path, stage: str, env: dict[str, str], logf: Any) -> tuple[float, float]:
+    """``dvc repro --single-item stage``: wall and CPU seconds (children)."""
+    before = os.times()
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "--single-item", stage], cwd=work, env=env, stdout=logf, stderr=logf
+    )
+    after = os.times()
+    wall = round(time.perf_counter() - start, 1)
+    cpu = round((after.children_user - before.children_user) + (after.children_system - before.children_system), 1)
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc repro -s {stage} failed in {work} (see repro.log)")
+    return wall, cpu
+
+
+def run_config(name: str, overrides: dict[str, Any], source: Path, root: Path, both_modes: bool) -> dict[str, Any]:
+    work = root / name
+    work.mkdir()
+    checkout(work)
+    params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
+    params = merge(params, {"ingest": {"source": "hf-parquet", "root": str(source)}, **overrides})
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": f"{work}{os.pathsep}{work / 'src'}",
+        "MEMCLEAN_PROGRESS_INTERVAL": "60",
+    }
+    seconds: dict[str, float] = {}
+    cpu: dict[str, float] = {}
+    with (work / "repro.log").open("w", encoding="utf-8") as logf:
+        for stage in STAGES:
+            seconds[stage], cpu[stage] = dvc_stage(work, stage, env, logf)
+            log.info("%s: %s in %.0f s (CPU %.0f s)", name, stage, seconds[stage], cpu[stage])
+        out: dict[str, Any] = {
+            "overrides": overrides,
+            "stage_seconds": seconds,
+            "stage_cpu_seconds": cpu,
+            "total_seconds": round(sum(seconds.values()), 1),
+            "total_cpu_seconds": round(sum(cpu.values()), 1),
+            **gate_figures(work),
+            "workdir": str(work),
+        }
+        if both_modes:  # the gate measured the other way too, on the same score outputs
+            other = "heldout" if out["validate_mode"] == "retrain" else "retrain"
+            params["validate"] = {**params["validate"], "mode": other}
+            (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+            dvc_stage(work, "params", env, logf)
+            wall, cpu_s = dvc_stage(work, "validate", env, logf)
+            out["other_mode"] = {"validate_seconds": wall, "validate_cpu_seconds": cpu_s, **gate_figures(work)}
+            log.info("%s: validate in %s mode in %.0f s", name, other, wall)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--subset", type=int, default=10_000)
+    p.add_argument("--configs", default="defaults,previous")
+    p.add_argument("--reference", default="previous", help="the configuration the speedups are measured against")
+    p.add_argument("--keep-workdirs", action="store_true")
+    p.add_argument(
+        "--both-modes", action="store_true", help="also run validate in the other mode (retrain <-> heldout)"
+    )
+    p.add_argument("--out", type=Path, default=REPO / "bench/results/pipeline.json")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    reason = missing_reason("cifar10")
+    if reason:
+        print(f"bench/pipeline.py: {reason}", file=sys.stderr)
+        return 1
+    names = [c.strip() for c in args.configs.split(",") if c.strip()]
+    unknown = [c for c in names if c not in CONFIGS]
+    if unknown:
+        p.error(f"unknown configuration(s) {unknown}; choose from {', '.join(CONFIGS)}")
+    pixels, labels, info = load_subset("cifar10", args.subset)
+    root = Path(tempfile.mkdtemp(prefix="bench_pipeline_"))
+    try:
+        source = root / "train-00000.parquet"
+        write_source(source, pixels, labels)
+        runs = {name: run_config(name, CONFIGS[name], source, root, args.both_modes) for name in names}
+    finally:
+        if not args.keep_workdirs:
+            shutil.rmtree(root, ignore_errors=True)
+    ref = runs.get(args.reference)
+    for run in runs.values():
+        run["speedup_vs_reference"] = rnd(ref["total_seconds"] / run["total_seconds"], 3) if ref else None
+    report = {
+        "benchmark": "memclean pipeline (dvc repro)",
+        "machine": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "cpu_count": os.cpu_count(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+        },
+        "dataset": {"name": "cifar10", "images": len(labels), **info},
+        "reference": args.reference,
+        "runs": runs,
+    }
+    text = json.dumps(report, indent=2)
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
