@@ -62,6 +62,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     },
     # The current trainer defaults, validated by training again (AUROC comparable with "previous").
     "defaults_retrain": {"validate": {"mode": "retrain"}},
+    # A cheaper subset ensemble: members train half the epochs, K planned from a budget of 2 runs.
+    "fast_ensemble": {"score": {"ensemble": {"epochs": 10, "budget": 2}}},
 }
 
 
