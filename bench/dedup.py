@@ -61,7 +61,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import logging
 import os
 import platform
@@ -79,6 +78,9 @@ import pandas as pd
 import PIL
 import scipy
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scoring.py, also when imported from elsewhere
+from scoring import emit
 
 from memclean import dedup
 from memclean.ingest import IngestOptions, IngestResult, ingest
@@ -755,11 +757,7 @@ def main(argv: list[str] | None = None) -> int:
             report["planted"] = bench_planted(args.data_dir, args.planted, not args.knn_no_shifts)
         if args.synthetic:
             report["synthetic"] = bench_synthetic(args.synthetic, not args.knn_no_shifts)
-        text = json.dumps(report, indent=2)
-        print(text)
-        if args.out:
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(text + "\n")
+        emit(report, args.out)
         return 0
 
     with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
@@ -793,10 +791,7 @@ def main(argv: list[str] | None = None) -> int:
             report["cifar10"] = bench_cifar(args.data_dir, workdir)
 
     report["total_seconds"] = rnd(time.perf_counter() - wall, 2)
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

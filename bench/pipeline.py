@@ -40,8 +40,11 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # conftest.copy_repo: a user's checkout
 from noisy_gate import write_source
-from scoring import load_subset, missing_reason, rnd
+from scoring import emit, load_subset, missing_reason, rnd
+
+from conftest import copy_repo
 
 log = logging.getLogger("bench.pipeline")
 REPO = Path(__file__).resolve().parents[1]
@@ -74,33 +77,6 @@ def merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def repo_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
-    ).stdout
-    keep = []
-    for rel in out.splitlines():
-        if not rel or not (REPO / rel).is_file() or rel == "dvc.lock":
-            continue
-        if rel.startswith(("tests/", "bench/", "data/interim/", "data/reports/", "data/clean/")):
-            continue
-        keep.append(rel)
-    return keep
-
-
-def checkout(dest: Path) -> None:
-    """A committed git copy of the repository's sources (what a user clones)."""
-    for rel in repo_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO / rel, target)
-    (dest / "data/raw").mkdir(parents=True, exist_ok=True)
-    git = ["git", "-c", "user.email=bench@example.invalid", "-c", "user.name=bench"]
-    subprocess.run([*git, "init", "-q"], cwd=dest, check=True)
-    subprocess.run([*git, "add", "-A"], cwd=dest, check=True)
-    subprocess.run([*git, "commit", "-qm", "bench"], cwd=dest, check=True)
-
-
 def gate_figures(work: Path) -> dict[str, Any]:
     """The gate and every scorer's AUROC from a workdir's ``validation.json``."""
     validation = json.loads((work / "data/reports/validation.json").read_text(encoding="utf-8"))
@@ -130,9 +106,7 @@ def dvc_stage(work: Path, stage: str, env: dict[str, str], logf: Any) -> tuple[f
 
 
 def run_config(name: str, overrides: dict[str, Any], source: Path, root: Path, both_modes: bool) -> dict[str, Any]:
-    work = root / name
-    work.mkdir()
-    checkout(work)
+    work = copy_repo(root / name)  # what a user clones: no DVC outputs, no dvc.lock
     params = yaml.safe_load((REPO / "params.yaml").read_text(encoding="utf-8"))
     params = merge(params, {"ingest": {"source": "hf-parquet", "root": str(source)}, **overrides})
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -215,10 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         "reference": args.reference,
         "runs": runs,
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

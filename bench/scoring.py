@@ -134,6 +134,15 @@ OURS_BATCH = 512
 OFFICIAL_BATCH = 128
 
 
+def emit(report: dict[str, Any], out: Path | None) -> None:
+    """Print a benchmark's JSON object on stdout and, with ``out``, also write it there."""
+    text = json.dumps(report, indent=2)
+    print(text)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+
+
 def rnd(x: float | None, digits: int = 4) -> float | None:
     """Round for the JSON; ``None`` for a missing or non-finite value.
 

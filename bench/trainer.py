@@ -26,7 +26,6 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
@@ -41,7 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scoring import load_subset, missing_reason
+from scoring import emit, load_subset, missing_reason
 
 from memclean.train import ProxyCNN, TrainConfig, evaluate, select_device, to_device, train
 
@@ -136,11 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             for v, m in med.items()
         },
     }
-    text = json.dumps(report, indent=2)
-    print(text)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(report, args.out)
     return 0
 
 

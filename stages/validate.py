@@ -77,17 +77,16 @@ def main() -> None:
     comparable = comparability(sparams)
     mode = all_params.validate_mode(select_device(sparams.device))
     ensemble = load_ensemble(project.ENSEMBLE, noisy_labels) if mode == "heldout" else None
-    if ensemble is None and mode == "heldout" and params.mode == "auto":
-        project.log.warning(
-            "validate.mode auto: %s holds no ensemble member, so validate trains again", project.ENSEMBLE
-        )
-        mode = "retrain"
-    if mode == "heldout":  # no training: the score stage's members, rescored against the noisy labels
-        if ensemble is None:
+    if mode == "heldout" and ensemble is None:
+        if params.mode != "auto":
             raise MemcleanError(
                 f"validate.mode heldout needs the subset ensemble, but {project.ENSEMBLE} holds no member: "
                 "rerun the score stage with an ensemble scorer, or use validate.mode: retrain"
             )
+        project.log.warning(
+            "validate.mode auto: %s holds no ensemble member, so validate trains again", project.ENSEMBLE
+        )
+    if ensemble is not None:  # heldout: no training, the score stage's members rescored against the noisy labels
         outcome = rescore_heldout(ensemble, sparams.scorers, sparams.combine)
     else:
         outcome = project.run_scoring(noisy_labels, len(classes), pixels, sparams, project.heldout_rows(ok))

@@ -233,7 +233,7 @@ def _take(pixels: np.ndarray, rows: np.ndarray) -> np.ndarray:
     The memory map's pages are released after the read (:func:`memclean.io.release_pages`),
     so a pass over every image keeps only one block resident.
     """
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows) and bool(np.all(np.diff(rows) == 1)):
+    if len(rows) and bool(np.all(np.diff(rows) == 1)):
         out = np.array(pixels[int(rows[0]) : int(rows[-1]) + 1])
     else:
         out = np.array(pixels[rows])
@@ -403,9 +403,9 @@ def knn_pairs(
         found_j.append(j)
         found_s.append(s.astype(np.float32))
     i, j, s = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
-    a, b2 = np.minimum(i, j), np.maximum(i, j)
-    order = np.lexsort((-s, a * n + b2))
-    keys, first = np.unique((a * n + b2)[order], return_index=True)
+    key = np.minimum(i, j) * n + np.maximum(i, j)
+    order = np.lexsort((-s, key))  # each pair's best similarity first
+    keys, first = np.unique(key[order], return_index=True)
     return np.stack([keys // n, keys % n], axis=1), s[order][first]
 
 
