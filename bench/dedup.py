@@ -9,7 +9,7 @@ Prints one JSON object on stdout (progress goes to stderr). What it measures:
    digits upsampled, shifted and noised) go through the same ingest path and the
    JSON says ``"dataset": "synthetic"``.
 2. **Hashing.** Throughput (images/s) of the batched ``phash`` in
-   :func:`memclean.dedup.compute_hashes` over the train images, against
+   :func:`memclean.hashing.compute_hashes` over the train images, against
    ``imagehash.phash`` called per image on a random sample of 2,000; the number
    of sample images whose two hashes differ (should be 0: the batched version is
    meant to be bit-exact).
@@ -82,8 +82,9 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scoring.py, also when imported from elsewhere
 from scoring import emit
 
-from memclean import dedup
+from memclean import dedup, hashing
 from memclean.ingest import IngestOptions, IngestResult, ingest
+from memclean.io import release_pages
 from memclean.sources import Item, Listing, list_hf_parquet, list_idx
 
 log = logging.getLogger("bench.dedup")
@@ -215,7 +216,7 @@ def bench_hashing(pixels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndar
     n = len(pixels)
     log.info("hashing %d images (batched phash)", n)
     array = np.ascontiguousarray(pixels)  # time the hashing, not the page-in of the mmap
-    seconds, hashes, _ = timed(lambda: dedup.compute_hashes(array, "phash"))
+    seconds, hashes, _ = timed(lambda: hashing.compute_hashes(array, "phash"))
 
     sample = np.sort(rng.choice(n, size=min(IMAGEHASH_SAMPLE, n), replace=False))
     log.info("imagehash.phash per image on %d images", len(sample))
@@ -461,15 +462,38 @@ def _samples(pixels: np.ndarray, labels: np.ndarray, splits: np.ndarray) -> pd.D
 def _run_timed(samples: pd.DataFrame, pixels: np.ndarray, **kw: Any) -> tuple[dedup.DedupResult, dict[str, Any]]:
     import resource
 
-    wall, cpu = time.perf_counter(), time.process_time()
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    wall, cpu, child = time.perf_counter(), time.process_time(), children_cpu()
     result = dedup.find_duplicates(samples, pixels, **kw)
     info = {
         "wall_seconds": rnd(time.perf_counter() - wall, 2),
         "cpu_seconds": rnd(time.process_time() - cpu, 2),
+        # Worker processes (sharded hashing): their CPU time. (Their peak RSS is not reported:
+        # a child's ru_maxrss starts from the parent's resident set at fork.)
+        "worker_cpu_seconds": rnd(children_cpu() - child, 2),
         "peak_rss_mib": rnd(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "load_average_1min": rnd(os.getloadavg()[0], 2),
     }
     return result, info
+
+
+def compare_hash_executors(pixels: np.ndarray, workers: int | None = None) -> dict[str, Any]:
+    """Hashing in this process vs sharded over worker processes, side by side: seconds, ratio, same bytes."""
+    t0 = time.perf_counter()
+    local = hashing.hash_pixels(pixels, "phash", 2.0, "local")
+    t1 = time.perf_counter()
+    sharded = hashing.hash_pixels(pixels, "phash", 2.0, "processes", workers=workers)
+    t2 = time.perf_counter()
+    return {
+        "local_seconds": rnd(t1 - t0, 2),
+        "processes_seconds": rnd(t2 - t1, 2),
+        "workers": workers or hashing.usable_cores(),
+        "speedup": rnd((t1 - t0) / max(t2 - t1, 1e-9), 2),
+        "identical": bool(np.array_equal(local[0], sharded[0]) and np.array_equal(local[1], sharded[1])),
+    }
 
 
 def render_pairs(pixels: np.ndarray, rows: list[tuple[int, int, float]], path: Path) -> None:
@@ -692,6 +716,10 @@ def bench_synthetic(n: int, knn_shifts: bool, seed: int = SEED) -> dict[str, Any
         log.info(
             "synthetic: %d images (%d planted copies) written in %.0f s; find_duplicates", n, n_copies, make_seconds
         )
+        release_pages(pixels)
+        hash_executors = compare_hash_executors(pixels)
+        log.info("hashing: %s", hash_executors)
+        release_pages(pixels)
         with RssSampler() as rss:  # around the search only (writing the file maps every page)
             result, timing = _run_timed(samples, pixels, knn_shifts=knn_shifts)
         timing.update(rss.report())
@@ -706,6 +734,7 @@ def bench_synthetic(n: int, knn_shifts: bool, seed: int = SEED) -> dict[str, Any
         "planted": n_copies,
         "knn_shifts": knn_shifts,
         "make_seconds": rnd(make_seconds, 1),
+        "hash_executors": hash_executors,
         "find_duplicates": timing,
         "stage_timings": result.timings,
         "recall_near": rnd(float(hits.mean())),

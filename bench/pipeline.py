@@ -67,6 +67,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "defaults_retrain": {"validate": {"mode": "retrain"}},
     # A cheaper subset ensemble: members train half the epochs, K planned from a budget of 2 runs.
     "fast_ensemble": {"score": {"ensemble": {"epochs": 10, "budget": 2}}},
+    # Members at 12 of the 20 epochs (the same 5 members on a CPU): 0.6 of the ensemble's cost.
+    "ensemble_12": {"score": {"ensemble": {"epochs": 12}}},
 }
 
 

@@ -32,6 +32,8 @@ def main() -> None:
         min_hash_side=params.min_hash_side,
         small_near_threshold=params.small_near_threshold,
         device=str(select_device(params.device)),
+        executor=params.executor,
+        dask_address=params.dask_address,
         progress=project.progress,
     )
     digest = params_digest(params.model_dump(mode="json"))

@@ -12,14 +12,9 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from conftest import encode, pattern
-from memclean.dedup import (
-    HASH_METHODS,
-    brute_force_pairs,
-    compute_hashes,
-    find_duplicates,
-    radius_pairs,
-)
+from memclean.dedup import brute_force_pairs, find_duplicates, radius_pairs
 from memclean.errors import MemcleanError
+from memclean.hashing import HASH_METHODS, compute_hashes
 from memclean.ingest import ingest
 from memclean.sources import list_imagefolder
 

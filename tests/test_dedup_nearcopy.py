@@ -304,3 +304,23 @@ def faiss_ivf() -> type:
     import faiss
 
     return faiss.IndexIVFFlat
+
+
+@pytest.mark.parametrize("rows", [1, 5, 12, 16])
+def test_grouped_convolution_gives_every_window_dot_product(rows):
+    from memclean.nearcopy import _correlate
+
+    gen = torch.Generator().manual_seed(rows)
+    v, side, window, d = 3, 9, 6, 4
+    thumbs = torch.randn(rows, v, side, side, generator=gen)
+    ref = torch.randn(rows, d, window * window, generator=gen)
+    got = _correlate(thumbs, ref, window, full=16)  # 5 and 12 rows are padded (to 8 and 16)
+    span = side - window + 1
+    want = torch.empty(rows, d, v * span * span)
+    for r in range(rows):
+        for k in range(v):
+            for dy in range(span):
+                for dx in range(span):
+                    win = thumbs[r, k, dy : dy + window, dx : dx + window].reshape(-1)
+                    want[r, :, (k * span + dy) * span + dx] = ref[r] @ win
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)

@@ -220,3 +220,26 @@ def test_the_dask_executor_gives_the_local_bytes(tmp_path):
     save_ensemble(dask.ensemble, tmp_path / "dask.npy", len(labels), 10)
     assert (tmp_path / "local.npy").read_bytes() == (tmp_path / "dask.npy").read_bytes()
     pd.testing.assert_frame_equal(local.scores, dask.scores)
+
+
+def test_worker_processes_give_the_one_thread_local_bytes(tmp_path):
+    import torch
+
+    from memclean.ensemble import save_ensemble
+
+    pixels, labels = _digits(160)
+    np.save(tmp_path / "pixels.npy", pixels)
+    mapped = np.load(tmp_path / "pixels.npy", mmap_mode="r")  # travels to the workers by file name
+    scorers = {"cscore": {}, "fz_memorization": {}}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)  # what each worker process uses
+    try:
+        local = train_ensemble(pixels, labels, 10, SMALL, EnsembleConfig(members=5, seed=1), CPU)
+    finally:
+        torch.set_num_threads(previous)
+    config = EnsembleConfig(members=5, seed=1, executor="processes")
+    procs = score_dataset(mapped, labels, 10, scorers, SMALL, CPU, ensemble=config)
+    assert procs.ensemble is not None
+    save_ensemble(local, tmp_path / "local.npy", len(labels), 10)
+    save_ensemble(procs.ensemble, tmp_path / "procs.npy", len(labels), 10)
+    assert (tmp_path / "local.npy").read_bytes() == (tmp_path / "procs.npy").read_bytes()

@@ -39,104 +39,19 @@ from dataclasses import dataclass
 from math import comb
 from typing import Any
 
-import imagehash
 import numpy as np
 import pandas as pd
-import scipy.fft
 import torch
-from PIL import Image
 
 from memclean import nearcopy
 from memclean.errors import MemcleanError
-from memclean.io import release_pages
-from memclean.progress import Progress, no_progress
+from memclean.hashing import hash_pixels
+from memclean.progress import Progress
 from memclean.schema import DUPLICATE_PAIRS_SCHEMA, DUPLICATES_SCHEMA
 
 log = logging.getLogger(__name__)
 
-HASH_METHODS = ("phash", "dhash", "whash", "average_hash")
 HASH_BITS = 64
-_ANTIALIAS = Image.Resampling.LANCZOS
-
-
-# --------------------------------------------------------------------------- hashing
-
-
-def _to_pil(image: np.ndarray) -> Image.Image:
-    """C×H×W uint8 → PIL image (L or RGB)."""
-    if image.shape[0] == 1:
-        return Image.fromarray(np.ascontiguousarray(image[0]), "L")
-    return Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0)), "RGB")
-
-
-def bits_to_uint64(bits: np.ndarray) -> np.ndarray:
-    """Pack ``(N, 64)`` booleans (row-major, first bit most significant) into uint64.
-
-    This is the integer imagehash prints as hex: ``int(str(h), 16)``.
-    """
-    packed = np.packbits(bits.reshape(len(bits), -1).astype(np.uint8), axis=1)
-    return packed.view(">u8").reshape(-1).astype(np.uint64)
-
-
-def _phash_batch(images: np.ndarray) -> np.ndarray:
-    """imagehash.phash (hash_size 8) for a batch, bit-for-bit: PIL resize, batched DCT."""
-    small = np.stack([np.asarray(_to_pil(im).convert("L").resize((32, 32), _ANTIALIAS)) for im in images])
-    dct = scipy.fft.dct(scipy.fft.dct(small.astype(np.float64), axis=1), axis=2)
-    low = dct[:, :8, :8].reshape(len(images), 64)
-    med = np.median(low, axis=1, keepdims=True)
-    return low > med
-
-
-def compute_hashes(
-    pixels: np.ndarray,
-    method: str = "phash",
-    batch_size: int = 2048,
-    progress: Progress | None = None,
-) -> np.ndarray:
-    """Perceptual hash of every image as a uint64.
-
-    Parameters
-    ----------
-    pixels
-        ``N×C×H×W`` uint8 (``C`` 1 or 3), e.g. the memory-mapped ingest output.
-    method
-        One of :data:`HASH_METHODS` (imagehash functions, 64-bit).
-    batch_size
-        Images per batch (bounds memory).
-    progress
-        Optional wrapper ``progress(iterable, description, total)``.
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(N,)`` uint64; bit order as imagehash's hex string.
-    """
-    if method not in HASH_METHODS:
-        raise MemcleanError(f"unknown dedup.hash {method!r}; choose one of {', '.join(HASH_METHODS)}")
-    n = len(pixels)
-    out = np.empty(n, dtype=np.uint64)
-    starts = range(0, n, batch_size)
-    wrap = progress or no_progress
-    for start in wrap(starts, f"hash ({method})", len(starts)):
-        batch = np.array(pixels[start : start + batch_size])
-        release_pages(pixels)
-        if method == "phash":
-            bits = _phash_batch(batch)
-        else:
-            fn = getattr(imagehash, method)
-            bits = np.stack([fn(_to_pil(im), hash_size=8).hash.reshape(-1) for im in batch])
-        out[start : start + len(batch)] = bits_to_uint64(bits)
-    return out
-
-
-def flat_mask(pixels: np.ndarray, min_std: float, batch_size: int = 8192) -> np.ndarray:
-    """True for near-constant images (pixel standard deviation below ``min_std``)."""
-    out = np.empty(len(pixels), dtype=bool)
-    for start in range(0, len(pixels), batch_size):
-        batch = np.asarray(pixels[start : start + batch_size], dtype=np.float32)
-        release_pages(pixels)
-        out[start : start + len(batch)] = batch.reshape(len(batch), -1).std(axis=1) < min_std
-    return out
 
 
 # --------------------------------------------------------------------------- radius search
@@ -405,6 +320,8 @@ def find_duplicates(
     min_hash_side: int = 32,
     small_near_threshold: float = 0.97,
     device: str = "cpu",
+    executor: str = "auto",
+    dask_address: str | None = None,
     progress: Progress | None = None,
 ) -> DedupResult:
     """Verified duplicate pairs and chain-free groups among the ``ok`` rows of the samples table.
@@ -440,6 +357,9 @@ def find_duplicates(
         :data:`SMALL_SIMILAR_THRESHOLD`).
     device
         Torch device of the pixel search (``cpu``, ``cuda``...).
+    executor, dask_address
+        Where the hashing runs, sharded by rows (:func:`memclean.hashing.hash_pixels`):
+        ``local``, ``processes``, ``dask`` or ``auto``; the result is the same bytes.
     progress
         Optional wrapper ``progress(iterable, description, total)``.
 
@@ -472,8 +392,7 @@ def find_duplicates(
     if n and not use_hash:
         near_threshold = max(near_threshold, small_near_threshold)
         similar_threshold = min(near_threshold, max(similar_threshold, SMALL_SIMILAR_THRESHOLD))
-    hashes = compute_hashes(pixels, method, progress=progress) if n else np.empty(0, np.uint64)
-    flat = flat_mask(pixels, min_pixel_std) if n else np.empty(0, bool)
+    hashes, flat = hash_pixels(pixels, method, min_pixel_std, executor, dask_address, progress=progress)
     lap("hash_seconds")
 
     canon, exact_pairs = _exact_sets(ok["pixel_sha256"].to_numpy())

@@ -79,7 +79,11 @@ class EnsembleConfig:
     ] = None
     seed: Annotated[int, Field(ge=0, description="seeds the subsets and the members' initialisation")] = 0
     executor: Annotated[
-        Literal["local", "dask"], Field(description="local: members back to back in this process; dask: on a cluster")
+        Literal["local", "processes", "dask"],
+        Field(
+            description="local: members back to back in this process; processes: one worker process per core, "
+            "one thread each; dask: on a cluster"
+        ),
     ] = "local"
     dask_address: Annotated[
         str | None, Field(description="Dask scheduler address; null = start a LocalCluster (executor: dask)")
@@ -473,7 +477,8 @@ def train_ensemble(
     in_mask = ~out_mask(n, config, k_total)
     probers = {name: p for name, p in (probes or {}).items() if _probes(p)}
     probe_spec = sorted((name, getattr(p, "params", None)) for name, p in probers.items())
-    threads = torch.get_num_threads()
+    # Worker processes share the cores: one thread each (a member's bytes depend on its thread count).
+    threads = 1 if config.executor == "processes" else torch.get_num_threads()
     jobs = [
         MemberJob(
             k,
@@ -493,7 +498,8 @@ def train_ensemble(
     start = time.perf_counter()
     local = config.executor == "local"
     shared: dict[str, Any] = {
-        "pixels": np.asarray(pixels) if local else np.array(pixels),  # a memory map does not travel
+        # A memory map travels to local worker processes by file name; to a Dask cluster as data.
+        "pixels": {"local": np.asarray(pixels), "dask": np.array(pixels)}.get(config.executor, pixels),
         "labels": labels,
         "num_classes": num_classes,
         "device": str(device),

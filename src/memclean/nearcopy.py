@@ -153,13 +153,6 @@ def centre_windows(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
     return _normalise(thumbs[:, 0, s : s + w, s : s + w].reshape(len(thumbs), -1))
 
 
-def shifted_windows(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
-    """Every normalised shifted window of every thumbnail channel: ``B × transforms × window²``."""
-    b = len(thumbs)
-    cols = _windows(thumbs, geo.window).reshape(b, geo.window**2, -1)  # (b, w², V·L)
-    return _normalise(cols.transpose(1, 2))
-
-
 def _blur_matrix(size: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """``size × size`` matrix of a 1-D Gaussian blur with replicate padding (rows sum to 1)."""
     radius = max(1, int(np.ceil(2 * sigma)))
@@ -412,17 +405,27 @@ def knn_pairs(
 # --------------------------------------------------------------------------- verification
 
 
-def _windows(t: torch.Tensor, window: int) -> torch.Tensor:
-    """Every ``window``² sub-window of ``B×V×S×S``: ``B × window × window × V × L`` (one copy).
+def _correlate(thumbs: torch.Tensor, ref: torch.Tensor, window: int, full: int) -> torch.Tensor:
+    """Dot products of each row's references with every shifted window of its thumbnails.
 
-    A strided view instead of ``F.unfold`` (im2col is slow on CPU for these shapes).
+    ``thumbs`` is ``R × V × S × S`` (a source image's transformed thumbnails per row), ``ref``
+    ``R × D × window²`` (the row's partners' reference windows). Returns ``R × D × V·L`` in
+    the order (variant, shift row, shift column). One grouped convolution (each row's
+    references are the kernels of its group): on CPU faster than copying every window out
+    (im2col, an ``R × V·L × window²`` temporary) for a batched product. ``full``: the row count
+    of a full batch (smaller batches are padded to a power of two).
     """
-    t = t.contiguous()
-    b, v, h, w = t.shape
-    lh, lw = h - window + 1, w - window + 1
-    sb, sv, sh, sw = t.stride()
-    view = t.as_strided((b, window, window, v, lh, lw), (sb, sh, sw, sv, sh, sw))
-    return view.reshape(b, window, window, v, lh * lw)
+    rows, d = ref.shape[:2]
+    v = thumbs.shape[1]
+    # Rows padded to a few fixed counts: oneDNN keeps a primitive per convolution shape, and
+    # one per row count grew the process by gigabytes over a million images.
+    size = full if rows > full // 2 else 1 << max(0, rows - 1).bit_length()
+    if size > rows:
+        thumbs = F.pad(thumbs, (0, 0, 0, 0, 0, 0, 0, size - rows))
+        ref = F.pad(ref, (0, 0, 0, 0, 0, size - rows))
+    kernels = ref.reshape(size * d, 1, window, window)
+    out = F.conv2d(thumbs.transpose(0, 1), kernels, groups=size)  # (V, R·D, lh, lw)
+    return out.reshape(v, size, d, -1)[:, :rows].permute(1, 2, 0, 3).reshape(rows, d, -1)
 
 
 def _window_norms(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
@@ -432,10 +435,13 @@ def _window_norms(thumbs: torch.Tensor, geo: Geometry) -> torch.Tensor:
     score near 0 against anything.
     """
     b, v, side, _ = thumbs.shape
-    x = thumbs.reshape(b * v, 1, side, side)
     area = geo.window * geo.window
-    s1 = F.avg_pool2d(x, geo.window, stride=1) * area
-    s2 = F.avg_pool2d(x * x, geo.window, stride=1) * area
+    # Box sums as matrix products with a band of ones (L × S): 2·S products per output, not window².
+    starts = torch.arange(side - geo.window + 1, device=thumbs.device).view(-1, 1)
+    cols = torch.arange(side, device=thumbs.device).view(1, -1)
+    band = ((cols >= starts) & (cols < starts + geo.window)).to(thumbs.dtype)
+    s1 = torch.matmul(torch.matmul(band, thumbs), band.T)
+    s2 = torch.matmul(torch.matmul(band, thumbs * thumbs), band.T)
     var = (s2 - s1 * s1 / area).clamp_min(0.0)
     return var.sqrt().clamp_min(0.5 * geo.window).reshape(b, v, -1)
 
@@ -489,10 +495,9 @@ def _directed(
             r1 = min(n_rows, r0 + rows_per_product)
             sel = torch.from_numpy(row_src[r0:r1]).to(device)
             t = thumbs[sel]
-            cols = _windows(t, geo.window).reshape(len(t), geo.window**2, -1)  # (rows, w², V·L)
             p = torch.from_numpy(partner[r0:r1]).to(device)
             ref = centre[p.clamp_min(0)].to(torch.float32) * (p >= 0).unsqueeze(-1)  # (rows, D, w²)
-            ncc = torch.bmm(ref, cols) / norms[sel].reshape(len(t), 1, -1)  # (rows, D, V·L)
+            ncc = _correlate(t, ref, geo.window, rows_per_product) / norms[sel].reshape(len(t), 1, -1)  # (rows, D, V·L)
             val, arg = ncc.max(dim=2)
             scores[r0:r1] = val.cpu().numpy()
             args[r0:r1] = arg.cpu().numpy()

@@ -25,9 +25,9 @@ import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from memclean.dedup import HASH_METHODS
 from memclean.ensemble import EnsembleConfig
 from memclean.errors import MemcleanError, describe_validation_error
+from memclean.hashing import HASH_METHODS, PROCESSES_FROM
 from memclean.imaging import DEFAULT_ALLOWED_FORMATS
 from memclean.ingest import IngestOptions
 from memclean.noise import NOISE_KINDS
@@ -157,6 +157,12 @@ class DedupParams(Section):
         0.97, ge=-1.0, le=1.0, description="near threshold for images under min_hash_side (look-alikes score high)"
     )
     device: Device = Field("cpu", description="torch device of the pixel search: cpu, auto (CUDA when available), cuda")
+    executor: Literal["auto", "local", "processes", "dask"] = Field(
+        "auto",
+        description=f"where hashing runs, sharded by rows (same bytes everywhere): auto = processes from "
+        f"{PROCESSES_FROM:,} images on a multi-core machine, else local; processes; dask",
+    )
+    dask_address: str | None = Field(None, description="Dask scheduler address (executor: dask); null = a LocalCluster")
 
     @model_validator(mode="after")
     def _thresholds(self) -> DedupParams:
