@@ -10,7 +10,10 @@ dataset's train split (CIFAR-10 10,000 images by default) it trains the default
 - ``bf16``: bfloat16 autocast of the forward passes;
 - ``bf16_channels_last``: both;
 - ``batch_256``: the reference with twice the batch size (and ``lr`` scaled by 2);
-- ``eval_batch_256``: the reference with evaluation passes in batches of 256, not 1,024.
+- ``eval_batch_256``: the reference with evaluation passes in batches of 256, not 1,024;
+- ``current``: today's defaults for the device (width 16 on a CPU, 32 on CUDA); ``width_32`` /
+  ``width_24`` / ``width_16``: the same at a fixed first block (channels 32/64/128, 24/48/96,
+  16/32/64), e.g. ``--variants width_32,width_24,width_16 --reference width_32``.
 
 The variants run interleaved (round-robin, ``--repeats`` rounds) so that load on a shared
 machine hits each alike; per variant the JSON gives the median training images/s (the
@@ -54,6 +57,12 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "bf16_channels_last": {**_REF, "bf16": True, "channels_last": True},
     "batch_256": {**_REF, "batch_size": 256, "lr": 0.1},
     "eval_batch_256": {**_REF, "eval_batch_size": 256},
+    # The current defaults (bf16 where the CPU has it, evaluation in batches of 256), and the
+    # same at fixed widths: what a smaller network saves.
+    "current": {},
+    "width_32": {"width": 32},
+    "width_24": {"width": 24},
+    "width_16": {"width": 16},
 }
 
 
@@ -62,7 +71,7 @@ def run_variant(pixels: Any, labels: Any, config: TrainConfig, device: torch.dev
     result = train(pixels, labels, 10, config, device)
     data = to_device(pixels, labels, device, config.uses_channels_last(device))
     # A fresh network of the same shape: an evaluation pass costs the same as with trained weights.
-    model = ProxyCNN(pixels.shape[1], 10, tuple(pixels.shape[2:]), config.width).to(device)
+    model = ProxyCNN(pixels.shape[1], 10, tuple(pixels.shape[2:]), config.resolved_width(device)).to(device)
     if config.uses_channels_last(device):
         model = model.to(memory_format=torch.channels_last)
     t0 = time.perf_counter()
@@ -87,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--device", default="auto")
     p.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of the variants")
+    p.add_argument("--reference", default="reference", help="the variant speed ratios are measured against")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
@@ -107,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             runs[name].append(run_variant(pixels, labels, cfg, device))
             log.info("round %d %s: %s", r + 1, name, runs[name][-1])
     med = {v: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for v, rs in runs.items()}
-    ref = med.get("reference")
+    ref = med.get(args.reference)
     report = {
         "benchmark": "memclean.train throughput",
         "machine": {
@@ -122,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": {"name": args.dataset, "images": len(labels), **info},
         "epochs_per_run": args.epochs,
         "repeats": args.repeats,
+        "reference": args.reference,
         "variants": {
             v: {
                 "train_images_per_s_median": round(m["train_images_per_s"], 1),

@@ -13,7 +13,15 @@ import yaml
 
 from conftest import REPO
 from memclean.errors import MemcleanError
-from memclean.options import SECTIONS, PipelineParams, _rows, load_params, params_markdown, parse_params
+from memclean.options import (
+    SECTIONS,
+    DedupParams,
+    PipelineParams,
+    _rows,
+    load_params,
+    params_markdown,
+    parse_params,
+)
 from memclean.scores import available, default_scorers, defaults
 
 
@@ -39,6 +47,21 @@ def _set(tree: dict, dotted: str, value: object) -> dict:
 
 def test_shipped_params_file_holds_the_defaults():
     assert load_params(REPO / "params.yaml") == PipelineParams()
+
+
+def test_dedup_defaults_are_those_of_find_duplicates():
+    """The params section and the library function agree on every default they share."""
+    import inspect
+
+    from memclean.dedup import find_duplicates
+
+    library = {k: p.default for k, p in inspect.signature(find_duplicates).parameters.items()}
+    section = DedupParams()
+    aliases = {"hash": "method"}
+    shared = [k for k in DedupParams.model_fields if aliases.get(k, k) in library]
+    assert len(shared) >= 12
+    for key in shared:
+        assert getattr(section, key) == library[aliases.get(key, key)], key
 
 
 def test_every_key_is_documented():

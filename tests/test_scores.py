@@ -127,6 +127,28 @@ def test_bf16_and_channels_last_defaults_follow_the_device(monkeypatch):
     assert not train_mod.uses_bf16(cuda, TrainConfig(bf16=False))
 
 
+def test_width_default_follows_the_device_and_the_run_records_it():
+    """width null: 16 channels on a CPU, 32 on CUDA; an explicit width wins; TrainResult and the log say which."""
+    cfg = TrainConfig()
+    assert cfg.width is None
+    assert cfg.resolved_width(CPU) == 16 and cfg.resolved_width(torch.device("cuda")) == 32
+    assert TrainConfig(width=8).resolved_width(torch.device("cuda")) == 8
+    x, y, _, _ = toy()
+    narrow = train(x, y, 4, TrainConfig(epochs=1, batch_size=32), CPU)
+    wide = train(x, y, 4, TrainConfig(epochs=1, batch_size=32, width=32), CPU)
+    assert narrow.config["width"] == 16 and wide.config["width"] == 32
+    # The network really is narrower: the first block has half the channels.
+    seen: list[int] = []
+    train(
+        x, y, 4, TrainConfig(epochs=1, batch_size=32), CPU, callbacks=[lambda cp: seen.append(first_channels(cp.model))]
+    )
+    assert seen == [16]
+
+
+def first_channels(model: torch.nn.Module) -> int:
+    return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).out_channels
+
+
 def test_curvature_default_schedule_is_the_last_epoch_on_a_cpu():
     """curvature every=null: one pass at the last epoch on a CPU (a pass costs ~3 epochs), every 4th on CUDA."""
     x, _, noisy, _ = toy()

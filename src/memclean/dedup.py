@@ -19,7 +19,12 @@
   normalised cross-correlation over small shifts, zooms and a mirror, coarse-to-fine; see
   :mod:`memclean.nearcopy`). Pairs at or above ``near_threshold`` are ``near`` (one photo,
   edited); pairs between ``similar_threshold`` and ``near_threshold`` are ``similar`` (same
-  scene, another shot): written to the pairs table, never grouped.
+  scene, another shot): written to the pairs table, never grouped. Grey structure alone
+  confuses look-alike scenes of other colours, so a pair whose mean colours differ beyond
+  ``colour_tolerance`` (brightness and contrast do not count) is near only from
+  ``recoloured_near_threshold``; and another shot of one scene matches as a whole but not
+  where its subject moved, so a pair is near only when every detailed cell of the fine
+  check also correlates at ``local_threshold`` or more.
 * **Groups** are built from exact and verified near pairs only and cannot chain: a greedy
   star clustering takes the image with the most near pairs as a representative, gives it
   its verified near partners that are still free (at most ``max_group_size``; the cut is
@@ -319,6 +324,9 @@ def find_duplicates(
     max_group_size: int = 100,
     min_hash_side: int = 32,
     small_near_threshold: float = 0.97,
+    colour_tolerance: float | None = nearcopy.COLOUR_TOLERANCE,
+    recoloured_near_threshold: float = nearcopy.RECOLOURED_NEAR_THRESHOLD,
+    local_threshold: float | None = nearcopy.LOCAL_THRESHOLD,
     device: str = "cpu",
     executor: str = "auto",
     dask_address: str | None = None,
@@ -355,6 +363,18 @@ def find_duplicates(
     small_near_threshold
         Near threshold for such small images (their similar threshold is at least
         :data:`SMALL_SIMILAR_THRESHOLD`).
+    colour_tolerance, recoloured_near_threshold
+        A pair whose colour gap (:func:`memclean.nearcopy.colour_gap`: mean colour,
+        brightness- and contrast-invariant) exceeds ``colour_tolerance`` is near only from
+        similarity ``recoloured_near_threshold`` (or the near threshold, when that is higher;
+        similar below it): grey structure alone
+        confuses look-alike scenes (ships on water, planes in the sky) of other colours.
+        ``None`` turns the colour check off.
+    local_threshold
+        A pair is near only when its local score (the lowest correlation over the cells of the
+        fine check that hold detail, :func:`memclean.nearcopy.similarity`) is at least this
+        (similar otherwise). ``None`` turns the local check off; images smaller than the fine
+        thumbnail (:data:`memclean.nearcopy.FINE_SIDE`) have no local check.
     device
         Torch device of the pixel search (``cpu``, ``cuda``...).
     executor, dask_address
@@ -371,6 +391,10 @@ def find_duplicates(
     """
     if not -1.0 <= similar_threshold <= near_threshold <= 1.0:
         raise MemcleanError("dedup: need -1 <= similar_threshold <= near_threshold <= 1")
+    if not -1.0 <= recoloured_near_threshold <= 1.0:
+        raise MemcleanError("dedup: need -1 <= recoloured_near_threshold <= 1")
+    if local_threshold is not None and not -1.0 <= local_threshold <= 1.0:
+        raise MemcleanError("dedup: need -1 <= local_threshold <= 1")
     if max_group_size < 2:
         raise MemcleanError("dedup.max_group_size must be at least 2")
     ok = samples[samples["status"] == "ok"].sort_values("row")
@@ -425,12 +449,16 @@ def find_duplicates(
         cand = np.stack([keys // m, keys % m], axis=1)
     else:
         cand, src_bits = np.empty((0, 2), np.int64), np.empty(0, np.int8)
-    sim = nearcopy.similarity(pixels, search, features, cand, geo, fine, similar_threshold, dev, progress=progress)
+    verified = nearcopy.similarity(pixels, search, features, cand, geo, fine, similar_threshold, dev, progress=progress)
     lap("verify_seconds")
 
-    keep = sim >= similar_threshold
-    cand, sim, src_bits = cand[keep], sim[keep], src_bits[keep]
-    is_near = sim >= near_threshold
+    keep = verified.score >= similar_threshold
+    cand, sim, local, src_bits = cand[keep], verified.score[keep], verified.local[keep], src_bits[keep]
+    gap = nearcopy.colour_gap(features.colour, cand)
+    recoloured = gap > colour_tolerance if colour_tolerance is not None else np.zeros(len(cand), bool)
+    local_miss = local < local_threshold if local_threshold is not None else np.zeros(len(cand), bool)
+    colour_ok = ~recoloured | (sim >= max(near_threshold, recoloured_near_threshold))
+    is_near = (sim >= near_threshold) & colour_ok & ~local_miss
     near_pos = search[cand[is_near]] if len(cand) else np.empty((0, 2), np.int64)
     centre_node, cut = star_groups(n, near_pos, sim[is_near], max_group_size)
     if cut:
@@ -462,7 +490,9 @@ def find_duplicates(
     frame = frame[DUPLICATES_SCHEMA.names].sort_values(["group_id", "distance", "sample_id"], kind="stable")
     frame = frame.reset_index(drop=True)
 
-    pairs = _pairs_frame(ok, hashes, exact_pairs, search[cand] if len(cand) else cand, sim, src_bits, is_near, method)
+    pairs = _pairs_frame(
+        ok, hashes, exact_pairs, search[cand] if len(cand) else cand, sim, local, gap, src_bits, is_near, method
+    )
     lap("group_seconds")
 
     groups = frame.groupby("group_id")
@@ -477,6 +507,8 @@ def find_duplicates(
         "exact_pairs": len(exact_pairs),
         "near_pairs": int(is_near.sum()),
         "similar_pairs": int((~is_near).sum()),
+        "recoloured_similar_pairs": int((~colour_ok & (sim >= near_threshold)).sum()),
+        "local_similar_pairs": int((colour_ok & local_miss & (sim >= near_threshold)).sum()),
         "groups": int(frame["group_id"].nunique()),
         "exact_groups": int(all_exact.sum()),
         "near_groups": int((~all_exact).sum()),
@@ -492,7 +524,13 @@ def find_duplicates(
             "pixel_knn": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [2])),
             "verified_ge_similar": len(cand),
         },
-        "thresholds": {"near": float(near_threshold), "similar": float(similar_threshold)},
+        "thresholds": {
+            "near": float(near_threshold),
+            "similar": float(similar_threshold),
+            "colour_tolerance": None if colour_tolerance is None else float(colour_tolerance),
+            "recoloured_near": float(recoloured_near_threshold),
+            "local": None if local_threshold is None else float(local_threshold),
+        },
     }
     log.info("duplicates: %s; seconds: %s", stats, timings)
     return DedupResult(frame, pairs, stats, timings)
@@ -504,6 +542,8 @@ def _pairs_frame(
     exact_pairs: np.ndarray,
     cand: np.ndarray,
     sim: np.ndarray,
+    local: np.ndarray,
+    gap: np.ndarray,
     src_bits: np.ndarray,
     is_near: np.ndarray,
     method: str,
@@ -523,6 +563,8 @@ def _pairs_frame(
             ),
             "hash_distance": popcount(hashes[a] ^ hashes[b]).astype(np.int16),
             "similarity": np.concatenate([np.ones(len(exact_pairs), np.float32), sim.astype(np.float32)]),
+            "local_similarity": np.concatenate([np.ones(len(exact_pairs), np.float32), local.astype(np.float32)]),
+            "colour_gap": np.concatenate([np.zeros(len(exact_pairs), np.float32), gap.astype(np.float32)]),
             "method": np.concatenate([np.full(len(exact_pairs), "sha256", object), names[src_bits]]),
             "cross_split": split[a] != split[b] if len(a) else np.empty(0, bool),
         }

@@ -156,6 +156,25 @@ class DedupParams(Section):
     small_near_threshold: float = Field(
         0.97, ge=-1.0, le=1.0, description="near threshold for images under min_hash_side (look-alikes score high)"
     )
+    colour_tolerance: float | None = Field(
+        0.12,
+        ge=0.0,
+        description="colour gap (mean colour; brightness/contrast do not count) above which a pair needs "
+        "recoloured_near_threshold to be near; null = no colour check",
+    )
+    recoloured_near_threshold: float = Field(
+        0.85,
+        ge=-1.0,
+        le=1.0,
+        description="near threshold of pairs beyond the colour tolerance (at least near_threshold)",
+    )
+    local_threshold: float | None = Field(
+        0.75,
+        ge=-1.0,
+        le=1.0,
+        description="a near pair also needs every detailed quarter of its fine check to correlate this well "
+        "(another shot matches as a whole, not where the subject moved); null = no local check",
+    )
     device: Device = Field("cpu", description="torch device of the pixel search: cpu, auto (CUDA when available), cuda")
     executor: Literal["auto", "local", "processes", "dask"] = Field(
         "auto",

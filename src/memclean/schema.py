@@ -106,7 +106,9 @@ DUPLICATES_SCHEMA = pa.schema(
 #: ``kind``: ``exact`` (identical pixels), ``near`` (one photo, edited) or ``similar`` (same
 #: scene, another shot; never grouped). ``hash_distance``: Hamming distance of the perceptual
 #: hashes (evidence only: small images get no hash candidates); ``similarity``: the verified
-#: score in [-1, 1] (1 for exact pairs); ``method``: which candidate source found the pair
+#: score in [-1, 1] (1 for exact pairs); ``local_similarity``: the lowest correlation over the
+#: detailed cells of the fine check (equal to ``similarity`` where none ran; 1 for exact pairs);
+#: ``colour_gap``: how far the mean colours are apart (0 for exact pairs); ``method``: which candidate source found the pair
 #: (``sha256``, the hash name, ``pixel_knn`` or ``<hash>+pixel_knn``).
 DUPLICATE_PAIRS_SCHEMA = pa.schema(
     [
@@ -115,6 +117,8 @@ DUPLICATE_PAIRS_SCHEMA = pa.schema(
         pa.field("kind", pa.string(), nullable=False),
         pa.field("hash_distance", pa.int16(), nullable=False),
         pa.field("similarity", pa.float32(), nullable=False),
+        pa.field("local_similarity", pa.float32(), nullable=False),
+        pa.field("colour_gap", pa.float32(), nullable=False),
         pa.field("method", pa.string(), nullable=False),
         pa.field("cross_split", pa.bool_(), nullable=False),
     ]

@@ -339,7 +339,8 @@ def train_tdo(
     seed = derive_seed(config.seed, 0x7D0)  # "tdo": a run apart from the main one
     set_determinism(seed, device)
     pixels = data.pixels
-    net = ProxyCNN(pixels.shape[1], num_classes, (int(pixels.shape[2]), int(pixels.shape[3])), config.width)
+    width = config.resolved_width(device)
+    net = ProxyCNN(pixels.shape[1], num_classes, (int(pixels.shape[2]), int(pixels.shape[3])), width)
     model = TurnOverNet(net, layers, keep).to(device)
     if data.channels_last:
         model = model.to(memory_format=torch.channels_last)
