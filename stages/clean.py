@@ -5,8 +5,8 @@ Writes ``data/clean/manifest.parquet`` (every input row with ``keep``,
 ``suggested_label``; rows in = rows out), ``data/clean/export/`` (kept samples,
 per ``clean.export``) and the metrics ``data/reports/clean.json`` (with the
 estimated noise rate and, when the gate failed, ``advice``). Reads confident
-learning's ``noise_matrix.json`` and the proxy network's ``score.json`` when
-present (:mod:`memclean.policy`).
+learning's ``noise_matrix.json``, the proxy network's ``score.json`` and
+``dedup.json`` when present (:mod:`memclean.policy`).
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ def main() -> None:
         scorer = None
     threshold = cut.value
 
-    result = decide(samples, duplicates, scores, params, scorer, threshold, gate.passed, classes, noise)
+    dedup = _optional_report(project.DEDUP_METRICS)  # drop_near_duplicates: auto needs its image-size verdict
+    result = decide(samples, duplicates, scores, params, scorer, threshold, gate.passed, classes, noise, dedup)
     advice = gate_advice(gate, validation, _optional_report(project.SCORE_METRICS), result.summary["suspected"])
     names = [c[: -len("_score")] for c in scores.columns if c.endswith("_score")]
     digest = params_digest(params.model_dump(mode="json"))

@@ -1,12 +1,13 @@
 """Each DVC stage declares as dependencies every project module its entry point imports.
 
 A change to any module a stage runs must rerun that stage; this test imports
-each stage's module in a fresh interpreter, lists the project files it loaded
+each stage's module in a fresh process, lists the project files it loaded
 and checks that ``dvc.yaml`` names each one (or a folder holding it).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -17,11 +18,36 @@ import yaml
 
 from conftest import REPO
 
+# One interpreter imports the heavy third-party libraries once (no project module), then forks
+# a child per stage module: the child imports it and lists every module file it has loaded.
+# Project files are only ever loaded after the fork, so each child sees its stage's own.
 _PROBE = """
-import json, sys
-import importlib
-importlib.import_module(sys.argv[1])
-print(json.dumps(sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, '__file__', None)})))
+import importlib, json, os, sys
+for lib in ("numpy", "pandas", "pyarrow", "torch", "torchvision", "sklearn.metrics", "scipy.fft", "PIL.Image",
+            "faiss", "imagehash", "pydantic", "yaml", "jinja2", "tqdm"):
+    try:
+        importlib.import_module(lib)
+    except ImportError:
+        pass
+out = {}
+for module in sys.argv[1:]:
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read)
+        importlib.import_module(module)
+        files = sorted({m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)})
+        with os.fdopen(write, "w") as fh:
+            json.dump(files, fh)
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as fh:
+        text = fh.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0 or not text:
+        raise SystemExit(f"importing {module} failed (status {status})")
+    out[module] = json.loads(text)
+print(json.dumps(out))
 """
 
 
@@ -29,27 +55,36 @@ def _stages() -> dict[str, dict]:
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-def _loaded_project_files(module: str) -> set[str]:
+def _module(spec: dict) -> str:
+    cmd = spec["cmd"]
+    assert cmd.startswith("python -m stages."), cmd
+    return cmd.split()[-1]
+
+
+@functools.cache
+def _loaded_project_files() -> dict[str, set[str]]:
+    """Per stage module: the project files (under src/ and stages/) that importing it loads."""
+    modules = sorted({_module(spec) for spec in _stages().values()})
     out = subprocess.run(
-        [sys.executable, "-c", _PROBE, module], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", _PROBE, *modules], cwd=REPO, capture_output=True, text=True, timeout=300, check=True
     ).stdout
-    files = set()
-    for name in json.loads(out):
-        path = Path(name).resolve()
-        for root in (REPO / "src", REPO / "stages"):
-            if path.is_relative_to(root):
-                files.add(path.relative_to(REPO).as_posix())
-    return files
+    loaded: dict[str, set[str]] = {}
+    for module, names in json.loads(out).items():
+        files = loaded[module] = set()
+        for name in names:
+            path = Path(name).resolve()
+            for root in (REPO / "src", REPO / "stages"):
+                if path.is_relative_to(root):
+                    files.add(path.relative_to(REPO).as_posix())
+    return loaded
 
 
 @pytest.mark.parametrize("stage", sorted(_stages()))
 def test_stage_deps_cover_its_imports(stage: str) -> None:
     spec = _stages()[stage]
-    cmd = spec["cmd"]
-    assert cmd.startswith("python -m stages."), cmd
-    module = cmd.split()[-1]
+    module = _module(spec)
     deps = [str(d).rstrip("/") for d in spec.get("deps", [])]
-    loaded = _loaded_project_files(module)
+    loaded = _loaded_project_files()[module]
     assert f"{module.replace('.', '/')}.py" in loaded
     missing = sorted(f for f in loaded if not any(f == d or f.startswith(d + "/") for d in deps))
     assert not missing, f"stage {stage} imports files its deps do not cover: {missing}"

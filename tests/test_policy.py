@@ -259,3 +259,23 @@ def test_near_duplicates_keep_one_per_group_and_split():
         samples, dups, scores, CleanPolicy(drop_split_leaks=False, drop_near_duplicates=False), "x", None, True
     )
     assert "near_duplicate" not in off.summary["by_reason"]
+    # auto (the default) follows dedup's verdict on the images: photos (hash candidates ran) or not.
+    auto = CleanPolicy(drop_split_leaks=False)
+    assert auto.drop_near_duplicates == "auto"
+    photos = decide(samples, dups, scores, auto, "x", None, True, dedup={"hash_candidates": True})
+    assert reasons(photos)["s5"] == "near_duplicate" and photos.summary["near_duplicate_rule"].startswith("auto: on")
+    for small in ({"hash_candidates": False}, None):  # 8×8 digits, or no dedup.json at hand
+        kept = decide(samples, dups, scores, auto, "x", None, True, dedup=small)
+        assert "near_duplicate" not in kept.summary["by_reason"], small
+        assert kept.summary["near_duplicate_rule"].startswith("auto: off")
+    forced = decide(
+        samples,
+        dups,
+        scores,
+        CleanPolicy(drop_split_leaks=False, drop_near_duplicates=True),
+        "x",
+        None,
+        True,
+        dedup={"hash_candidates": False},
+    )
+    assert reasons(forced)["s5"] == "near_duplicate"

@@ -285,9 +285,10 @@ class CleanParams(Section):
         False, description="also drop rows of held-out splits (test, val...) by score; false = only flag them"
     )
     drop_exact_duplicates: bool = Field(True, description="keep one of each set of identical images")
-    drop_near_duplicates: bool = Field(
-        False,
-        description="keep one of each near-duplicate group within a split (edited copies of one photo); off: "
+    drop_near_duplicates: Literal["auto"] | bool = Field(
+        "auto",
+        description="keep one of each near-duplicate group within a split (edited copies of one photo); auto: on "
+        "when dedup verified the images as photos (at least dedup.min_hash_side), off for smaller ones; false: "
         "near groups are only reported",
     )
     drop_conflicting_duplicates: bool = Field(True, description="drop duplicate groups whose labels disagree")

@@ -8,9 +8,9 @@ Every input row comes out with ``keep`` and, when not kept, one
 3. ``split_leak`` — members of a group that also reaches a held-out split
    (``test``/``val``/…) and that are not themselves held-out;
 4. ``exact_duplicate`` — every copy but the first of a set of identical images;
-5. ``near_duplicate`` — with ``drop_near_duplicates``, every member but the first of a
-   duplicate group within one split (edited copies of one photo; identical ones are
-   ``exact_duplicate`` first);
+5. ``near_duplicate`` — with ``drop_near_duplicates`` (see :func:`near_drop_rule`), every
+   member but the first of a duplicate group within one split (edited copies of one photo;
+   identical ones are ``exact_duplicate`` first);
 6. ``nonfinite_score`` — the chosen scorer gave no finite score;
 7. ``suspected_label_error`` — a **likely mislabeled** row (below), at most
    ``min(estimated label errors, max_drop_fraction × ok rows)`` of them, highest
@@ -357,6 +357,35 @@ class CleanResult:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
+def near_drop_rule(setting: bool | str, dedup: Mapping[str, Any] | None) -> tuple[bool, str]:
+    """Whether near-duplicate groups are thinned to one member per split, and why.
+
+    Parameters
+    ----------
+    setting
+        ``clean.drop_near_duplicates``: ``True``, ``False`` or ``"auto"``.
+    dedup
+        The dedup stage's ``dedup.json`` (``None`` when missing). Its ``hash_candidates``
+        says whether the images were large enough (``dedup.min_hash_side``) for the near
+        tier to mean *one photo edited*: hash candidates, the colour and the local checks.
+        On smaller images (8×8 digits) "near" only means very alike — different
+        handwriting of one digit — so ``auto`` keeps them.
+
+    Returns
+    -------
+    tuple[bool, str]
+        The decision and a one-line reason for ``clean.json``.
+    """
+    if setting != "auto":
+        on = bool(setting)
+        return on, f"clean.drop_near_duplicates: {str(on).lower()}"
+    if dedup is None:
+        return False, "auto: off (no dedup.json to tell whether the near tier was verified as photos)"
+    if dedup.get("hash_candidates"):
+        return True, "auto: on (images large enough for the photo checks: one of each near group kept per split)"
+    return False, "auto: off (images under dedup.min_hash_side: near means very alike, not one photo; only reported)"
+
+
 def decide(
     samples: pd.DataFrame,
     duplicates: pd.DataFrame,
@@ -367,6 +396,7 @@ def decide(
     gate_passed: bool,
     classes: list[str] | None = None,
     noise: Mapping[str, Any] | None = None,
+    dedup: Mapping[str, Any] | None = None,
 ) -> CleanResult:
     """Apply the cleaning rules to every input row.
 
@@ -392,6 +422,9 @@ def decide(
     noise
         ``noise_matrix.json`` (confident learning's estimate); its ``estimated_label_errors``
         caps the rows dropped by score.
+    dedup
+        The dedup stage's ``dedup.json``: decides ``drop_near_duplicates: auto``
+        (:func:`near_drop_rule`).
 
     Returns
     -------
@@ -439,7 +472,8 @@ def decide(
         digest = m["pixel_sha256"].where(ok)
         later_copy = digest.notna().to_numpy() & digest.duplicated(keep="first").to_numpy()
         mark(later_copy, Reason.EXACT_DUPLICATE)
-    if policy.drop_near_duplicates and in_group.any():
+    drop_near, near_note = near_drop_rule(policy.drop_near_duplicates, dedup)
+    if drop_near and in_group.any():
         # One of each near group per split: every later member of the group in that split goes.
         members = m.loc[in_group & ok, ["dup_group", "split"]]
         later = np.zeros(n_in, dtype=bool)
@@ -553,6 +587,7 @@ def decide(
         "nonfinite_scores": nonfinite,
         "restored_last_of_class": restored,
         "score_rule": score_note,
+        "near_duplicate_rule": near_note,
         **estimate.to_dict(),
         "class_counts_before": counts(ok),
         "class_counts_after": counts(keep & ok),

@@ -104,6 +104,7 @@ class CleanCounts:
     suspected: int
     by_reason: dict[str, int]
     score_rule: str | None = None
+    near_duplicate_rule: str | None = None
     likely_mislabeled: int | None = None
     atypical: int | None = None
     estimated_noise_rate: float | None = None
@@ -191,6 +192,7 @@ class RunSummary:
                 suspected=int(clean.get("suspected", 0)),
                 by_reason={str(k): int(v) for k, v in (clean.get("by_reason") or {}).items()},
                 score_rule=clean.get("score_rule"),
+                near_duplicate_rule=clean.get("near_duplicate_rule"),
                 likely_mislabeled=_opt_int(clean.get("likely_mislabeled")),
                 atypical=_opt_int(clean.get("atypical")),
                 estimated_noise_rate=_opt_float(clean.get("estimated_noise_rate")),
@@ -253,6 +255,8 @@ class RunSummary:
                 out.append(f"estimated noise rate: {c.estimated_noise_rate:.4f}{span}")
             if c.score_rule:
                 out.append(f"score rule: {c.score_rule}")
+            if c.near_duplicate_rule:
+                out.append(f"near duplicates: {c.near_duplicate_rule}")
             out += [f"advice: {a}" for a in c.advice]
         return out
 

@@ -49,7 +49,6 @@ import numpy as np
 import pydantic
 import torch
 from pydantic import Field
-from sklearn.neighbors import NearestNeighbors
 
 from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
 from memclean.train import Checkpoint
@@ -130,6 +129,8 @@ def kde_label_scores(
     if k < 1:
         return np.zeros(n, dtype=np.float64)
     # kneighbors() without a query excludes each sample by index (exact duplicates of it stay neighbours).
+    from sklearn.neighbors import NearestNeighbors  # here: scikit-learn costs ~2 s to import in every stage
+
     dist, ind = NearestNeighbors(n_neighbors=k).fit(x).kneighbors()
     dist = dist.astype(np.float64)
     sigma = kernel_bandwidth(dist, bandwidth)

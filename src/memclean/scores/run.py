@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 
 from memclean.ensemble import Ensemble, EnsembleConfig, train_ensemble
 from memclean.errors import MemcleanError
@@ -189,7 +188,7 @@ def combined_rank(columns: Sequence[np.ndarray]) -> np.ndarray:
     ranks = []
     for col in columns:
         c = np.where(np.isfinite(col), col, np.inf)
-        ranks.append((rankdata(c, method="average") - 1) / max(1, len(c) - 1))
+        ranks.append((pd.Series(c).rank(method="average").to_numpy() - 1) / max(1, len(c) - 1))
     return np.mean(ranks, axis=0)
 
 
