@@ -30,7 +30,8 @@ Prints one JSON object on stdout (progress goes to stderr). What it measures:
    :func:`memclean.dedup.find_duplicates` with phash at radius 4 (exact groups
    come from the pixel digests in the same run): its stats, train/test leakage
    (cross-split groups, test images with a duplicate in train), label-conflict
-   groups, timings and five example groups of each kind.
+   groups, timings and five example groups of each kind; and what ``clean``'s default
+   duplicate rules would drop from it, per reason and split (``clean_defaults``).
 
 6. **Planted copies** (``--planted N``): CIFAR-10 train+test read straight from the Parquet
    files, plus ``N`` edited copies of random images (random 1–4 px shifts, 80–95 % crops
@@ -50,8 +51,9 @@ Usage (from the repository root)::
     .venv/bin/python bench/dedup.py [--data-dir DIR] [--skip-cifar] [--quick] [--out FILE]
     .venv/bin/python bench/dedup.py --planted 1200 [--knn-no-shifts] [--out FILE]
     .venv/bin/python bench/dedup.py --synthetic 100000 [--out FILE]
+    .venv/bin/python bench/dedup.py --cifar-only [--out FILE]
 
-``--planted`` and ``--synthetic`` run only their own part. JSON goes to stdout and, with
+``--planted``, ``--synthetic`` and ``--cifar-only`` run only their own part. JSON goes to stdout and, with
 ``--out``, to that file (``bench/results/`` is git-ignored).
 
 ``--quick`` uses 10,000 images instead of 60,000 for a smoke run.
@@ -77,12 +79,13 @@ import numpy as np
 import pandas as pd
 import PIL
 import scipy
+import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/scoring.py, also when imported from elsewhere
 from scoring import emit
 
-from memclean import dedup, hashing
+from memclean import dedup, hashing, nearcopy, policy
 from memclean.ingest import IngestOptions, IngestResult, ingest
 from memclean.io import release_pages
 from memclean.sources import Item, Listing, list_hf_parquet, list_idx
@@ -373,6 +376,7 @@ def bench_cifar(data_dir: Path, workdir: Path) -> dict[str, Any]:
     ]
     sizes = groups.size()
     return {
+        "clean_defaults": clean_by_duplicates(samples, found),
         "note": "CIFAR-10 copy is JPEG-recompressed: pixel-exact duplicates are rare, near duplicates matter",
         "ingest": ingest_info,
         "find_duplicates_seconds": rnd(fd_seconds),
@@ -388,6 +392,29 @@ def bench_cifar(data_dir: Path, workdir: Path) -> dict[str, Any]:
         "group_size_counts": {str(k): int(v) for k, v in sizes.value_counts().sort_index().items()},
         "examples_cross_split": cross_examples,
         "examples_label_conflict": conflict_examples,
+    }
+
+
+def clean_by_duplicates(samples: pd.DataFrame, found: dedup.DedupResult) -> dict[str, Any]:
+    """What ``clean``'s default duplicate rules drop, per reason and split (no scores: duplicates only).
+
+    The same :func:`memclean.policy.decide` the clean stage runs, with today's
+    :class:`~memclean.policy.CleanPolicy` defaults and ``found.stats`` standing in for
+    ``dedup.json`` (it is that file's content), so ``drop_near_duplicates: auto`` decides as in
+    a real run.
+    """
+    scores = pd.DataFrame({"sample_id": samples["sample_id"]})
+    result = policy.decide(
+        samples, found.duplicates, scores, policy.CleanPolicy(), None, None, False, dedup=found.stats
+    )
+    m = result.manifest
+    dropped = m[~m["keep"] & (m["status"] == "ok")]
+    by = dropped.groupby(["drop_reason", "split"]).size()
+    return {
+        "near_duplicate_rule": policy.near_drop_rule(policy.CleanPolicy().drop_near_duplicates, found.stats)[1],
+        "ok_rows": int((m["status"] == "ok").sum()),
+        "dropped_rows": len(dropped),
+        "dropped_by_reason_and_split": {f"{r}/{sp}": int(v) for (r, sp), v in by.items()},
     }
 
 
@@ -514,6 +541,45 @@ def render_pairs(pixels: np.ndarray, rows: list[tuple[int, int, float]], path: P
     )
 
 
+def explain_misses(
+    pixels: np.ndarray, src: np.ndarray, copy_pos: np.ndarray, kinds: np.ndarray, missed: np.ndarray
+) -> dict[str, Any]:
+    """Why planted pairs were not found near: no candidate, or verification said otherwise.
+
+    Scores every missed ``(original, copy)`` pair directly with the same verification as
+    :func:`memclean.dedup.find_duplicates` (coarse-to-fine similarity, colour and local checks
+    at the default thresholds). A pair the checks call near was missed by the candidate search
+    (hashes and pixel kNN); the others were candidates the checks turned down, or would be.
+    """
+    idx = np.nonzero(missed)[0]
+    if len(idx) == 0:
+        return {"missed": 0}
+    n = len(pixels)
+    search = np.arange(n)
+    dev = torch.device("cpu")
+    h, w = int(pixels.shape[2]), int(pixels.shape[3])
+    geo = nearcopy.Geometry.for_images(h, w)
+    fine = nearcopy.Geometry.for_images(h, w, nearcopy.FINE_SIDE)
+    features = nearcopy.pixel_features(pixels, search, geo, dev)
+    pairs = np.stack([src[idx], copy_pos[idx]], axis=1)
+    sim = nearcopy.similarity(pixels, search, features, pairs, geo, fine, 0.5, dev)
+    gap = nearcopy.colour_gap(features.colour, pairs)
+    score, local = sim.score, sim.local
+    colour_ok = (gap <= nearcopy.COLOUR_TOLERANCE) | (score >= nearcopy.RECOLOURED_NEAR_THRESHOLD)
+    reason = np.where(
+        score < 0.7,
+        "similarity_below_near",
+        np.where(~colour_ok, "colour_check", np.where(local < nearcopy.LOCAL_THRESHOLD, "local_check", "no_candidate")),
+    )
+    table = pd.crosstab(pd.Series(kinds[idx], name="edit"), pd.Series(reason, name="reason"))
+    return {
+        "missed": len(idx),
+        "by_reason": {str(k): int(v) for k, v in pd.Series(reason).value_counts().items()},
+        "by_edit_and_reason": {e: {str(r): int(v) for r, v in row.items() if v} for e, row in table.iterrows()},
+        "similarity_of_missed_median": rnd(float(np.median(score))),
+    }
+
+
 #: Near thresholds at which the planted benchmark reports recall and precision.
 SWEEP_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
@@ -594,6 +660,7 @@ def bench_planted(data_dir: Path, n_planted: int, knn_shifts: bool, seed: int = 
         "recall_near": rnd(float(recall_near.mean())),
         "recall_any_tier": rnd(float(recall_any.mean())),
         "recall_near_by_edit": {k: rnd(float(recall_near[kinds == k].mean())) for k in EDIT_KINDS},
+        "misses": explain_misses(pixels, src, n + np.arange(n_planted), kinds, ~recall_near),
         "precision_on_planted": rnd(near_planted / max(1, near_planted + other_on_copies)),
         "near_pairs_planted": near_planted,
         "near_pairs_of_copies_not_planted": other_on_copies,
@@ -766,6 +833,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--data-dir", type=Path, default=DEFAULT_DATA_DIR, help=f"shared data folder (default {DEFAULT_DATA_DIR})"
     )
     parser.add_argument("--skip-cifar", action="store_true", help="skip the CIFAR-10 find_duplicates run")
+    parser.add_argument(
+        "--cifar-only", action="store_true", help="only the CIFAR-10 find_duplicates run (and what clean drops)"
+    )
     parser.add_argument("--quick", action="store_true", help=f"use {QUICK_N:,} images instead of {FULL_N:,}")
     parser.add_argument("--out", type=Path, help="also write the JSON to this file")
     parser.add_argument("--planted", type=int, help="CIFAR-10 with this many planted edited copies (only)")
@@ -781,6 +851,12 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(SEED)
     wall = time.perf_counter()
     report: dict[str, Any] = {"benchmark": "memclean.dedup", "quick": bool(args.quick), "machine": machine_info()}
+    if args.cifar_only:
+        with tempfile.TemporaryDirectory(prefix="bench_dedup_") as tmp:
+            report["cifar10"] = bench_cifar(args.data_dir, Path(tmp))
+        report["total_seconds"] = rnd(time.perf_counter() - wall, 2)
+        emit(report, args.out)
+        return 0
     if args.planted or args.synthetic:
         if args.planted:
             report["planted"] = bench_planted(args.data_dir, args.planted, not args.knn_no_shifts)

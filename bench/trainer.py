@@ -13,7 +13,10 @@ dataset's train split (CIFAR-10 10,000 images by default) it trains the default
 - ``eval_batch_256``: the reference with evaluation passes in batches of 256, not 1,024;
 - ``current``: today's defaults for the device (width 16 on a CPU, 32 on CUDA); ``width_32`` /
   ``width_24`` / ``width_16``: the same at a fixed first block (channels 32/64/128, 24/48/96,
-  16/32/64), e.g. ``--variants width_32,width_24,width_16 --reference width_32``.
+  16/32/64), e.g. ``--variants width_32,width_24,width_16 --reference width_32``;
+  ``width_32_channels_last`` / ``width_16_channels_last`` / ``width_16_contiguous``: a fixed
+  width and memory format, e.g. ``--variants width_16_contiguous,width_16_channels_last
+  --reference width_16_contiguous``.
 
 The variants run interleaved (round-robin, ``--repeats`` rounds) so that load on a shared
 machine hits each alike; per variant the JSON gives the median training images/s (the
@@ -63,6 +66,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "width_32": {"width": 32},
     "width_24": {"width": 24},
     "width_16": {"width": 16},
+    # The same widths with channels-last tensors (oneDNN's blocked layout): the CPU default now.
+    "width_32_channels_last": {"width": 32, "channels_last": True},
+    "width_16_channels_last": {"width": 16, "channels_last": True},
+    "width_16_contiguous": {"width": 16, "channels_last": False},
 }
 
 
