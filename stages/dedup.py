@@ -26,6 +26,7 @@ def main() -> None:
         params.min_pixel_std,
         knn_k=params.knn_k,
         knn_shifts=params.knn_shifts,
+        knn_per_variant=params.knn_per_variant,
         near_threshold=params.near_threshold,
         similar_threshold=params.similar_threshold,
         max_group_size=params.max_group_size,

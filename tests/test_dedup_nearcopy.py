@@ -348,15 +348,22 @@ def test_best_k_matches_brute_force():
         assert all(got[(row, b)] == pytest.approx(c) for b, c in top)
 
 
-def test_inverted_file_knn_finds_the_exact_copies(photos):
-    """Above EXACT_KNN_LIMIT the kNN is approximate (faiss IVF): it still finds every edited copy,
-    agrees with the exact index on the closest pairs, and is deterministic."""
+def photos_and_copies(
+    photos: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, nearcopy.Geometry, torch.device, nearcopy.PixelFeatures]:
+    """The photos plus one edited copy per edit (copy ``k`` of photo ``k``), and their kNN features."""
     copies = [np.ascontiguousarray(fn(photos[i])) for i, fn in enumerate(EDITS.values())]
     pixels = chw(np.concatenate([photos, np.stack(copies)]))
     index = np.arange(len(pixels))
     geo = nearcopy.Geometry.for_images(SIDE, SIDE)
     dev = torch.device("cpu")
-    feats = nearcopy.pixel_features(pixels, index, geo, dev)
+    return pixels, index, geo, dev, nearcopy.pixel_features(pixels, index, geo, dev)
+
+
+def test_inverted_file_knn_finds_the_exact_copies(photos):
+    """Above EXACT_KNN_LIMIT the kNN is approximate (faiss IVF): it still finds every edited copy,
+    agrees with the exact index on the closest pairs, and is deterministic."""
+    pixels, index, geo, dev, feats = photos_and_copies(photos)
     exact, s_exact = nearcopy.knn_pairs(pixels, index, feats, geo, 4, dev, exact_limit=10**9)
     ivf, s_ivf = nearcopy.knn_pairs(pixels, index, feats, geo, 4, dev, exact_limit=0)
     again, s_again = nearcopy.knn_pairs(pixels, index, feats, geo, 4, dev, exact_limit=0)
@@ -369,6 +376,33 @@ def test_inverted_file_knn_finds_the_exact_copies(photos):
     np.testing.assert_array_equal(ivf, again)
     np.testing.assert_array_equal(s_ivf, s_again)
     assert (ivf[:, 0] < ivf[:, 1]).all() and len(np.unique(ivf, axis=0)) == len(ivf)
+
+
+def test_each_query_variant_keeps_its_own_best_neighbour(photos):
+    """per_variant=1: besides the k best over all variants, every variant's (image, mirror, shifts)
+    own best neighbour is a candidate; nothing the plain rule found is lost."""
+    import faiss
+
+    pixels, index, geo, dev, feats = photos_and_copies(photos)
+    base, _ = nearcopy.knn_pairs(pixels, index, feats, geo, 2, dev, per_variant=0, exact_limit=10**9)
+    quota, _ = nearcopy.knn_pairs(pixels, index, feats, geo, 2, dev, per_variant=1, exact_limit=10**9)
+    got = set(map(tuple, quota.tolist()))
+    assert set(map(tuple, base.tolist())) < got
+    flat = faiss.IndexFlatIP(feats.knn.shape[1])
+    flat.add(feats.knn.numpy())
+    queries = nearcopy._project(nearcopy.knn_variants(pixels, geo, dev, True), feats.mean, feats.basis)
+    n, v = queries.shape[:2]
+    _, hits = flat.search(queries.flatten(0, 1).numpy(), 3)
+    for row, hit in zip(np.repeat(np.arange(n), v), hits):
+        best = next(int(j) for j in hit if j != row)
+        assert (min(row, best), max(row, best)) in got
+    assert len(quota) <= n * (2 + v)  # each image adds at most its k best and one per variant
+
+
+def test_per_variant_default_follows_the_dataset_size():
+    assert nearcopy.per_variant_default(60_000) == 1
+    assert nearcopy.per_variant_default(nearcopy.PER_VARIANT_UP_TO) == 0
+    assert nearcopy.per_variant_default(10**6, 3) == 3 and nearcopy.per_variant_default(10, 0) == 0
 
 
 def faiss_ivf() -> type:

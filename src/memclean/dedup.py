@@ -319,6 +319,7 @@ def find_duplicates(
     *,
     knn_k: int = 8,
     knn_shifts: bool = True,
+    knn_per_variant: int | None = None,
     near_threshold: float = 0.70,
     similar_threshold: float = 0.50,
     max_group_size: int = 100,
@@ -352,6 +353,10 @@ def find_duplicates(
     knn_shifts
         Also query with shifted versions of each image (finds shifted/cropped copies;
         5× the kNN cost).
+    knn_per_variant
+        Each kNN query variant's own best neighbours also taken as candidates (at most
+        ``knn_k``); ``None``: :func:`memclean.nearcopy.per_variant_default` (1 below 200,000 images,
+        0 from there).
     near_threshold, similar_threshold
         Verified similarity of a ``near`` (copy) and a ``similar`` (same scene) pair.
     max_group_size
@@ -436,8 +441,11 @@ def find_duplicates(
     fine = nearcopy.Geometry.for_images(height, width, nearcopy.FINE_SIDE) if n else geo
     features = nearcopy.pixel_features(pixels, search, geo, dev, progress=progress)
     lap("feature_seconds")
+    per_variant = nearcopy.per_variant_default(m, knn_per_variant)
     if knn_k > 0 and m > 1:
-        kp, _ = nearcopy.knn_pairs(pixels, search, features, geo, knn_k, dev, knn_shifts, progress=progress)
+        kp, _ = nearcopy.knn_pairs(
+            pixels, search, features, geo, knn_k, dev, knn_shifts, min(per_variant, knn_k), progress=progress
+        )
         found.append(kp)
         flags.append(np.full(len(kp), 2, np.int8))
     lap("knn_seconds")
@@ -519,6 +527,7 @@ def find_duplicates(
         "cross_split_pairs": {k: int(by_kind["cross_split"].sum().get(k, 0)) for k in PAIR_KINDS},
         "cut_by_max_group_size": int(cut),
         "hash_candidates": use_hash,
+        "knn_per_variant": min(per_variant, knn_k),
         "candidate_pairs": {
             "hash": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [1])),
             "pixel_knn": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [2])),

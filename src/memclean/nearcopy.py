@@ -394,6 +394,19 @@ def _best_k(rows: np.ndarray, nbrs: np.ndarray, sims: np.ndarray, k: int) -> tup
     return rows[keep], nbrs[keep], sims[keep]
 
 
+#: ``knn_per_variant`` null means 1 below this many images and 0 from it: on CIFAR-10 (60,000
+#: images) each variant's best neighbour lifts recall of planted copies from 0.956 to 0.964 for
+#: about 50 % more candidate pairs to verify, which a million images on a small CPU cannot afford.
+PER_VARIANT_UP_TO = 200_000
+
+
+def per_variant_default(n: int, per_variant: int | None = None) -> int:
+    """``per_variant`` when given, else 1 below :data:`PER_VARIANT_UP_TO` images and 0 from there."""
+    if per_variant is not None:
+        return per_variant
+    return 1 if n < PER_VARIANT_UP_TO else 0
+
+
 def knn_pairs(
     pixels: np.ndarray,
     index: np.ndarray,
@@ -402,6 +415,7 @@ def knn_pairs(
     k: int,
     device: torch.device,
     shifted: bool = True,
+    per_variant: int = 0,
     block: int = 8192,
     exact_limit: int = EXACT_KNN_LIMIT,
     progress: Progress | None = None,
@@ -412,7 +426,12 @@ def knn_pairs(
     exact up to ``exact_limit`` images, an inverted file above). Each image queries it with
     every variant of :func:`knn_variants` (its mirror image and, with ``shifted``, shifted
     versions); a neighbour's similarity is that of its best variant, and the ``k`` best
-    neighbours other than the image itself are kept. Queries go ``block`` images at a time, so
+    neighbours other than the image itself are kept. With ``per_variant`` = ``q`` > 0, each
+    variant's own ``q`` best neighbours (``q`` ≤ ``k``) are kept as well: the best over all variants
+    favours look-alikes that match every variant fairly well, while a shifted or cropped copy
+    is often the best hit of the one variant that matches its shift, and only there (on
+    CIFAR-10, 42 of 53 missed planted copies were such candidate misses, not verification
+    misses). Queries go ``block`` images at a time, so
     memory is bounded by ``block × variants × (k + 1)`` hits. Pairs found from either side count
     once.
 
@@ -438,9 +457,12 @@ def knn_pairs(
         b, v = q.shape[:2]
         sims, nbrs = db.search(np.ascontiguousarray(q.flatten(0, 1).cpu().numpy(), np.float32), k + 1)
         rows = np.repeat(np.arange(start, start + b), v * (k + 1))
-        nbrs, sims = nbrs.reshape(-1), sims.reshape(-1)
-        valid = (nbrs >= 0) & (nbrs != rows)  # -1: fewer hits than asked; itself: not a neighbour
+        valid = (nbrs >= 0) & (nbrs != rows.reshape(nbrs.shape))  # -1: fewer hits than asked; itself: not one
+        # Each variant's own best hits (rank in its list, itself left out) are kept whatever the others found.
+        own = valid & (np.cumsum(valid, axis=1) <= per_variant)
+        nbrs, sims, valid, own = nbrs.reshape(-1), sims.reshape(-1), valid.reshape(-1), own.reshape(-1)
         r, j, s = _best_k(rows[valid], nbrs[valid], sims[valid], k)
+        r, j, s = np.r_[r, rows[own]], np.r_[j, nbrs[own]], np.r_[s, sims[own]]
         found_i.append(r)
         found_j.append(j)
         found_s.append(s.astype(np.float32))

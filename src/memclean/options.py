@@ -143,6 +143,14 @@ class DedupParams(Section):
     knn_shifts: bool = Field(
         True, description="also query shifted copies of each image in the kNN (finds shifts/crops; 5x kNN time)"
     )
+    knn_per_variant: int | None = Field(
+        None,
+        ge=0,
+        le=200,
+        description="each kNN query's (image, mirror, shifts) own best N neighbours are candidates too "
+        "(at most knn_k; finds shifted/cropped copies that look-alikes outrank); null = 1 under 200,000 images, "
+        "else 0",
+    )
     near_threshold: float = Field(
         0.70, ge=-1.0, le=1.0, description="verified similarity of a near pair (a copy after edits): grouped"
     )
