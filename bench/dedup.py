@@ -49,7 +49,7 @@ Prints one JSON object on stdout (progress goes to stderr). What it measures:
 Usage (from the repository root)::
 
     .venv/bin/python bench/dedup.py [--data-dir DIR] [--skip-cifar] [--quick] [--out FILE]
-    .venv/bin/python bench/dedup.py --planted 1200 [--knn-no-shifts] [--out FILE]
+    .venv/bin/python bench/dedup.py --planted 1200 [--knn-no-shifts] [--embedding auto|true|false] [--out FILE]
     .venv/bin/python bench/dedup.py --synthetic 100000 [--out FILE]
     .venv/bin/python bench/dedup.py --cifar-only [--out FILE]
 
@@ -584,7 +584,9 @@ def explain_misses(
 SWEEP_THRESHOLDS = (0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9)
 
 
-def bench_planted(data_dir: Path, n_planted: int, knn_shifts: bool, seed: int = SEED) -> dict[str, Any]:
+def bench_planted(
+    data_dir: Path, n_planted: int, knn_shifts: bool, seed: int = SEED, embedding: bool | str = False
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
     images, labels, splits = _load_cifar(data_dir / "cifar10")
@@ -598,7 +600,7 @@ def bench_planted(data_dir: Path, n_planted: int, knn_shifts: bool, seed: int = 
     pixels = np.ascontiguousarray(all_images.transpose(0, 3, 1, 2))
     samples = _samples(pixels, np.concatenate([labels, labels[src]]), np.concatenate([splits, copy_split]))
     log.info("planted: %d images + %d copies; find_duplicates", n, n_planted)
-    result, timing = _run_timed(samples, pixels, knn_shifts=knn_shifts)
+    result, timing = _run_timed(samples, pixels, knn_shifts=knn_shifts, embedding=embedding)
     ids = samples["sample_id"].to_numpy()
     pos = pd.Series(np.arange(len(ids)), index=ids)
     p = result.pairs
@@ -841,6 +843,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--planted", type=int, help="CIFAR-10 with this many planted edited copies (only)")
     parser.add_argument("--synthetic", type=int, help="this many synthetic images with planted copies (only)")
     parser.add_argument("--knn-no-shifts", action="store_true", help="find_duplicates(knn_shifts=False)")
+    parser.add_argument(
+        "--embedding", choices=("auto", "true", "false"), default="false", help="find_duplicates(embedding=...)"
+    )
     return parser.parse_args(argv)
 
 
@@ -859,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.planted or args.synthetic:
         if args.planted:
-            report["planted"] = bench_planted(args.data_dir, args.planted, not args.knn_no_shifts)
+            emb = {"true": True, "false": False}.get(args.embedding, "auto")
+            report["planted"] = bench_planted(args.data_dir, args.planted, not args.knn_no_shifts, embedding=emb)
         if args.synthetic:
             report["synthetic"] = bench_synthetic(args.synthetic, not args.knn_no_shifts)
         emit(report, args.out)

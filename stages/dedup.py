@@ -27,6 +27,8 @@ def main() -> None:
         knn_k=params.knn_k,
         knn_shifts=params.knn_shifts,
         knn_per_variant=params.knn_per_variant,
+        embedding=params.embedding,
+        embedding_epochs=params.embedding_epochs,
         near_threshold=params.near_threshold,
         similar_threshold=params.similar_threshold,
         max_group_size=params.max_group_size,

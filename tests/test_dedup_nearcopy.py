@@ -429,3 +429,57 @@ def test_grouped_convolution_gives_every_window_dot_product(rows):
                     win = thumbs[r, k, dy : dy + window, dx : dx + window].reshape(-1)
                     want[r, :, (k * span + dy) * span + dx] = ref[r] @ win
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+# --------------------------------------------------------------------------- copy-detection embedding
+
+
+def test_copy_embedding_puts_each_edited_copy_among_its_originals_nearest(photos):
+    """Trained on the photos and their copies without labels, the embedding's 2 nearest neighbours
+    include every planted copy, the loss falls well under chance, and a rerun is identical."""
+    from memclean import copyembed
+
+    pixels, index, *_ = photos_and_copies(photos)
+    cpu = torch.device("cpu")
+    got = copyembed.embedding_pairs(pixels, index, 2, 30, cpu)
+    planted = {(k, len(photos) + k) for k in range(len(EDITS))}
+    assert planted <= set(map(tuple, got.pairs.tolist()))
+    assert got.final_loss < 0.6 * np.log(2 * len(pixels) - 1)  # InfoNCE at chance: log(2B - 1)
+    again = copyembed.embedding_pairs(pixels, index, 2, 30, cpu)
+    np.testing.assert_array_equal(got.pairs, again.pairs)
+    np.testing.assert_array_equal(got.similarity, again.similarity)
+
+
+def test_find_duplicates_takes_embedding_candidates_when_asked(photos):
+    pixels, *_ = photos_and_copies(photos)
+    result = find_duplicates(samples_for(pixels), pixels, knn_k=2, embedding=True, embedding_epochs=30)
+    assert result.stats["embedding"] == "dedup.embedding: true"
+    assert result.stats["candidate_pairs"]["embedding"] > 0
+    assert result.pairs["method"].str.contains("embedding").any()
+    assert "embedding_seconds" in result.timings
+    off = find_duplicates(samples_for(pixels), pixels, knn_k=2, embedding=False)
+    assert off.stats["candidate_pairs"]["embedding"] == 0 and not off.pairs["method"].str.contains("embedding").any()
+
+
+def test_embedding_auto_runs_only_with_cuda():
+    from memclean.copyembed import use_embedding
+
+    assert use_embedding("auto", torch.device("cuda"))[0]
+    on, why = use_embedding("auto", torch.device("cpu"))
+    assert not on and why.startswith("auto: off")
+    assert use_embedding(True, torch.device("cpu"))[0] and not use_embedding(False, torch.device("cuda"))[0]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_copy_embedding_on_cuda_finds_the_copies_and_is_deterministic(photos):
+    from memclean import copyembed
+
+    pixels, index, *_ = photos_and_copies(photos)
+    cuda = torch.device("cuda")
+    x = torch.rand(16, 3, SIDE, SIDE)
+    on_cpu = copyembed.random_view(x, torch.Generator().manual_seed(1))
+    on_cuda = copyembed.random_view(x.to(cuda), torch.Generator().manual_seed(1))
+    assert torch.allclose(on_cuda.cpu(), on_cpu, atol=1e-5)  # the same draws on every device
+    got = copyembed.embedding_pairs(pixels, index, 2, 30, cuda)
+    assert {(k, len(photos) + k) for k in range(len(EDITS))} <= set(map(tuple, got.pairs.tolist()))
+    np.testing.assert_array_equal(got.pairs, copyembed.embedding_pairs(pixels, index, 2, 30, cuda).pairs)

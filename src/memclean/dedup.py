@@ -48,11 +48,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from memclean import nearcopy
+from memclean import copyembed, nearcopy
 from memclean.errors import MemcleanError
 from memclean.hashing import hash_pixels
 from memclean.progress import Progress
 from memclean.schema import DUPLICATE_PAIRS_SCHEMA, DUPLICATES_SCHEMA
+from memclean.train import select_device
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,8 @@ def find_duplicates(
     knn_k: int = 8,
     knn_shifts: bool = True,
     knn_per_variant: int | None = None,
+    embedding: bool | str = False,
+    embedding_epochs: int = 4,
     near_threshold: float = 0.70,
     similar_threshold: float = 0.50,
     max_group_size: int = 100,
@@ -357,6 +360,12 @@ def find_duplicates(
         Each kNN query variant's own best neighbours also taken as candidates (at most
         ``knn_k``); ``None``: :func:`memclean.nearcopy.per_variant_default` (1 below 200,000 images,
         0 from there).
+    embedding
+        Also take each image's ``knn_k`` nearest neighbours in a copy-detection embedding
+        trained on these images (:mod:`memclean.copyembed`): ``True``, ``False`` or ``"auto"``
+        (on where CUDA is present). It trains on CUDA when present, else on the CPU.
+    embedding_epochs
+        Training epochs of the embedding.
     near_threshold, similar_threshold
         Verified similarity of a ``near`` (copy) and a ``similar`` (same scene) pair.
     max_group_size
@@ -427,7 +436,7 @@ def find_duplicates(
     canon, exact_pairs = _exact_sets(ok["pixel_sha256"].to_numpy())
     search = np.nonzero((canon == np.arange(n)) & ~flat)[0]  # positions in the near search
 
-    # Candidates (positions into `search`) with a bit per source: 1 = hash, 2 = pixel kNN.
+    # Candidates (positions into `search`) with a bit per source: 1 = hash, 2 = pixel kNN, 4 = embedding.
     found: list[np.ndarray] = []
     flags: list[np.ndarray] = []
     m = len(search)
@@ -449,6 +458,13 @@ def find_duplicates(
         found.append(kp)
         flags.append(np.full(len(kp), 2, np.int8))
     lap("knn_seconds")
+    emb_dev = select_device("auto")
+    use_emb, emb_rule = copyembed.use_embedding(embedding, emb_dev)
+    if use_emb and knn_k > 0 and m > 1:
+        emb = copyembed.embedding_pairs(pixels, search, knn_k, embedding_epochs, emb_dev, progress=progress)
+        found.append(emb.pairs)
+        flags.append(np.full(len(emb.pairs), 4, np.int8))
+    lap("embedding_seconds")
     if found:
         allp = np.concatenate(found)
         keys, inv = np.unique(allp[:, 0] * m + allp[:, 1], return_inverse=True)
@@ -528,9 +544,11 @@ def find_duplicates(
         "cut_by_max_group_size": int(cut),
         "hash_candidates": use_hash,
         "knn_per_variant": min(per_variant, knn_k),
+        "embedding": emb_rule,
         "candidate_pairs": {
             "hash": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [1])),
             "pixel_knn": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [2])),
+            "embedding": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [4])),
             "verified_ge_similar": len(cand),
         },
         "thresholds": {
@@ -560,7 +578,8 @@ def _pairs_frame(
     """Rows of ``duplicate_pairs.parquet`` (positions → sample ids), sorted by ``a``, ``b``."""
     ids = ok["sample_id"].to_numpy()
     split = ok["split"].to_numpy()
-    names = np.array(["", method, "pixel_knn", f"{method}+pixel_knn"], dtype=object)
+    sources = ((1, method), (2, "pixel_knn"), (4, "embedding"))
+    names = np.array(["+".join(name for bit, name in sources if v & bit) for v in range(8)], dtype=object)
     both = np.concatenate([exact_pairs, cand]).astype(np.int64).reshape(-1, 2)
     a, b = both[:, 0], both[:, 1]
     frame = pd.DataFrame(
