@@ -33,7 +33,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from memclean import nearcopy
 from memclean.progress import Progress, no_progress
@@ -81,6 +80,8 @@ def random_view(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 
     The draws come from ``gen`` (a CPU generator), so a seed gives the same views on every device.
     """
+    from torchvision.ops import roi_align  # here: importing torchvision costs seconds in every dedup run
+
     b, _, h, w = x.shape
     dev = x.device
     side = torch.sqrt(torch.empty(b).uniform_(0.64, 1.0, generator=gen))
