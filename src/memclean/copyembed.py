@@ -111,8 +111,9 @@ def train_encoder(
 ) -> tuple[ProxyCNN, float]:
     """Train the encoder on ``pixels[index]`` without labels; returns it and the last epoch's mean loss.
 
-    Batches are drawn from the memory map in sorted index order within each batch, so a pass
-    reads each image once per epoch; fewer than two images train nothing.
+    Each epoch reads a fresh permutation in whole batches (the remainder waits for the next
+    epoch), each batch in sorted index order from the memory map. ``index`` needs at least two
+    images (:func:`embedding_pairs` returns no pairs before training for fewer).
     """
     set_determinism(seed, device)
     n = len(index)
@@ -195,9 +196,7 @@ def embedding_pairs(
         valid = (nbrs >= 0) & (nbrs != rows)
         found.append(nearcopy._best_k(rows[valid], nbrs[valid], sims[valid], k))
     i, j, s = (np.concatenate([f[c] for f in found]) for c in range(3))
-    key = np.minimum(i, j) * n + np.maximum(i, j)
-    order = np.lexsort((-s, key))
-    keys, first = np.unique(key[order], return_index=True)
+    pairs, sims = nearcopy.unordered_pairs(i, j, s, n)
     seconds = time.perf_counter() - start
     log.info("copy embedding: %d epochs on %d images (%s), loss %.3f, %.0f s", epochs, n, device, loss, seconds)
-    return EmbeddingResult(np.stack([keys // n, keys % n], axis=1), s[order][first].astype(np.float32), loss, seconds)
+    return EmbeddingResult(pairs, sims.astype(np.float32), loss, seconds)

@@ -57,6 +57,15 @@ from memclean.train import select_device
 
 log = logging.getLogger(__name__)
 
+#: Candidate sources, one bit each in the per-pair source mask.
+HASH_BIT, KNN_BIT, EMBEDDING_BIT = 1, 2, 4
+
+
+def _sources(hash_name: str) -> tuple[tuple[int, str], ...]:
+    """``(bit, name)`` of each candidate source; the hash source is named ``hash_name``."""
+    return ((HASH_BIT, hash_name), (KNN_BIT, "pixel_knn"), (EMBEDDING_BIT, "embedding"))
+
+
 HASH_BITS = 64
 
 
@@ -436,34 +445,34 @@ def find_duplicates(
     canon, exact_pairs = _exact_sets(ok["pixel_sha256"].to_numpy())
     search = np.nonzero((canon == np.arange(n)) & ~flat)[0]  # positions in the near search
 
-    # Candidates (positions into `search`) with a bit per source: 1 = hash, 2 = pixel kNN, 4 = embedding.
+    # Candidates (positions into `search`) with a bit per source (HASH_BIT, KNN_BIT, EMBEDDING_BIT).
     found: list[np.ndarray] = []
     flags: list[np.ndarray] = []
     m = len(search)
     if use_hash and m > 1:
         hp = radius_pairs(hashes[search], max_distance)
         found.append(hp)
-        flags.append(np.full(len(hp), 1, np.int8))
+        flags.append(np.full(len(hp), HASH_BIT, np.int8))
     lap("hash_search_seconds")
     dev = torch.device(device)
     geo = nearcopy.Geometry.for_images(height, width) if n else nearcopy.Geometry.for_images(1, 1)
     fine = nearcopy.Geometry.for_images(height, width, nearcopy.FINE_SIDE) if n else geo
     features = nearcopy.pixel_features(pixels, search, geo, dev, progress=progress)
     lap("feature_seconds")
-    per_variant = nearcopy.per_variant_default(m, knn_per_variant)
+    per_variant = min(nearcopy.per_variant_default(m, knn_per_variant), knn_k)
     if knn_k > 0 and m > 1:
         kp, _ = nearcopy.knn_pairs(
-            pixels, search, features, geo, knn_k, dev, knn_shifts, min(per_variant, knn_k), progress=progress
+            pixels, search, features, geo, knn_k, dev, knn_shifts, per_variant, progress=progress
         )
         found.append(kp)
-        flags.append(np.full(len(kp), 2, np.int8))
+        flags.append(np.full(len(kp), KNN_BIT, np.int8))
     lap("knn_seconds")
     emb_dev = select_device("auto")
     use_emb, emb_rule = copyembed.use_embedding(embedding, emb_dev)
     if use_emb and knn_k > 0 and m > 1:
         emb = copyembed.embedding_pairs(pixels, search, knn_k, embedding_epochs, emb_dev, progress=progress)
         found.append(emb.pairs)
-        flags.append(np.full(len(emb.pairs), 4, np.int8))
+        flags.append(np.full(len(emb.pairs), EMBEDDING_BIT, np.int8))
     lap("embedding_seconds")
     if found:
         allp = np.concatenate(found)
@@ -543,12 +552,13 @@ def find_duplicates(
         "cross_split_pairs": {k: int(by_kind["cross_split"].sum().get(k, 0)) for k in PAIR_KINDS},
         "cut_by_max_group_size": int(cut),
         "hash_candidates": use_hash,
-        "knn_per_variant": min(per_variant, knn_k),
+        "knn_per_variant": per_variant,
         "embedding": emb_rule,
         "candidate_pairs": {
-            "hash": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [1])),
-            "pixel_knn": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [2])),
-            "embedding": int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [4])),
+            **{
+                name: int(sum(len(f) for f, g in zip(found, flags) if g[:1].tolist() == [bit]))
+                for bit, name in _sources("hash")
+            },
             "verified_ge_similar": len(cand),
         },
         "thresholds": {
@@ -578,7 +588,7 @@ def _pairs_frame(
     """Rows of ``duplicate_pairs.parquet`` (positions → sample ids), sorted by ``a``, ``b``."""
     ids = ok["sample_id"].to_numpy()
     split = ok["split"].to_numpy()
-    sources = ((1, method), (2, "pixel_knn"), (4, "embedding"))
+    sources = _sources(method)
     names = np.array(["+".join(name for bit, name in sources if v & bit) for v in range(8)], dtype=object)
     both = np.concatenate([exact_pairs, cand]).astype(np.int64).reshape(-1, 2)
     a, b = both[:, 0], both[:, 1]

@@ -466,7 +466,15 @@ def knn_pairs(
         found_i.append(r)
         found_j.append(j)
         found_s.append(s.astype(np.float32))
-    i, j, s = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s)
+    return unordered_pairs(np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_s), n)
+
+
+def unordered_pairs(i: np.ndarray, j: np.ndarray, s: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Directed neighbour hits ``(i, j, s)`` among ``n`` items → unique pairs ``i < j`` at their best ``s``.
+
+    Returns ``(P, 2)`` int64 pairs sorted by ``(i, j)`` and their ``(P,)`` similarity (a pair found
+    from both sides counts once).
+    """
     key = np.minimum(i, j) * n + np.maximum(i, j)
     order = np.lexsort((-s, key))  # each pair's best similarity first
     keys, first = np.unique(key[order], return_index=True)
