@@ -29,6 +29,8 @@ from typing import Any
 
 import pandas as pd
 
+# `retrain` trains: its trainers are imported up front (see stages/score.py) so dvc.yaml's deps name them.
+import memclean.tdo  # noqa: F401
 from memclean import project
 from memclean.ensemble import load_ensemble
 from memclean.errors import MemcleanError

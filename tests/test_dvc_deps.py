@@ -91,3 +91,27 @@ def test_stage_deps_cover_its_imports(stage: str) -> None:
     # and no dependency on a project source file the stage does not load
     stale = sorted(d for d in deps if d.endswith(".py") and d not in loaded)
     assert not stale, f"stage {stage} depends on source files it does not import: {stale}"
+
+
+#: Stages that never train: they must start without importing torch (about 3 s of every start on a
+#: 2-core CPU; `dvc repro` starts eight stages).
+LIGHT_STAGES = ("params", "ingest", "inject", "clean", "report")
+
+
+def test_stages_that_never_train_start_without_torch() -> None:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {LIGHT_STAGES!r}:\n"
+        "    importlib.import_module('stages.' + name)\n"
+        "    heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
+        "    if heavy:\n"
+        "        raise SystemExit(f'stages.{name} imported {heavy[:3]}')\n"
+        "import memclean.cli\n"
+        "print('ok' if 'torch' not in sys.modules else 'memclean.cli imported torch')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:] or run.stdout
+    assert run.stdout.strip() == "ok"
+    # the stages that train still load their trainers at import, as their deps say
+    assert "src/memclean/train.py" in _loaded_project_files()["stages.score"]
+    assert "src/memclean/tdo.py" in _loaded_project_files()["stages.validate"]

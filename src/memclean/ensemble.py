@@ -32,18 +32,22 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import pydantic
-import torch
 from pydantic import ConfigDict, Field
 
 from memclean.errors import MemcleanError
 from memclean.executor import map_jobs
 from memclean.io import array_digest, atomic_path
 from memclean.progress import Progress
-from memclean.train import Checkpoint, TrainConfig, evaluate, softmax, to_device, train
+from memclean.trainconfig import TrainConfig, softmax
+
+if TYPE_CHECKING:  # torch and the trainer load when a member trains (stages that only read members start faster)
+    import torch
+
+    from memclean.train import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -329,7 +333,7 @@ def train_member_job(
     device: str,
     probes: Mapping[str, Any],
     threads: int,
-    train_member: Callable[..., Any] = train,
+    train_member: Callable[..., Any] | None = None,
 ) -> MemberOutput:
     """Train one member on its subset; evaluate it on every sample; run the probes.
 
@@ -338,13 +342,18 @@ def train_member_job(
     that any executor can run it (the probe objects travel with the job). ``threads`` pins
     torch's intra-op threads for the job (and restores them after), so that a
     member computed on a Dask worker is bit-identical to one computed here.
+    ``train_member``: the training function; ``None`` = :func:`memclean.train.train`.
     """
+    import torch
+
+    from memclean.train import evaluate, to_device, train
+
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         dev = torch.device(device)
         last = _LastModel()
-        train_member(pixels[job.subset], labels[job.subset], num_classes, job.trainer, dev, callbacks=[last])
+        (train_member or train)(pixels[job.subset], labels[job.subset], num_classes, job.trainer, dev, callbacks=[last])
         if last.checkpoint is None:  # pragma: no cover - train() always ends on a checkpoint
             raise RuntimeError("a member finished without its last checkpoint")
         cp = last.checkpoint
@@ -391,6 +400,8 @@ class MemberCache:
         self.data_key = data_key
 
     def key(self, job: MemberJob, probe_spec: Any, threads: int) -> str:
+        import torch
+
         return _digest(self.data_key, asdict(job.trainer), job.subset, probe_spec, torch.__version__, threads)
 
     def get(self, key: str) -> MemberOutput | None:
@@ -422,7 +433,7 @@ def train_ensemble(
     config: EnsembleConfig,
     device: torch.device,
     progress: Progress | None = None,
-    train_member: Callable[..., Any] = train,
+    train_member: Callable[..., Any] | None = None,
     probes: Mapping[str, Any] | None = None,
     cache: Path | None = None,
 ) -> Ensemble:
@@ -442,7 +453,7 @@ def train_ensemble(
     progress
         Optional progress wrapper over the members.
     train_member
-        The training function (:func:`memclean.train.train`; ``bench/ensemble.py``
+        The training function (``None``: :func:`memclean.train.train`; ``bench/ensemble.py``
         wraps it to time members). Local executor only.
     probes
         Name → object with a ``member_probe(checkpoint)`` method (an
@@ -460,6 +471,8 @@ def train_ensemble(
     MemcleanError
         When ``config.members`` is too few for every sample to be both in and out of some member.
     """
+    import torch
+
     labels = np.asarray(labels, dtype=np.int64)
     n = len(labels)
     the_plan = plan(n, trainer, config, device)
@@ -493,7 +506,7 @@ def train_ensemble(
     todo = [job for job, out in zip(jobs, outputs, strict=True) if out is None]
     if len(todo) < len(jobs):
         log.info("ensemble: reusing %d cached member(s), training %d", len(jobs) - len(todo), len(todo))
-    if config.executor != "local" and train_member is not train:
+    if config.executor != "local" and train_member is not None:
         raise MemcleanError("a custom train_member runs only with the local executor")
     start = time.perf_counter()
     local = config.executor == "local"

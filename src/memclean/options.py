@@ -18,10 +18,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import fields as dataclass_fields
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pydantic
-import torch
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -33,7 +32,10 @@ from memclean.ingest import IngestOptions
 from memclean.noise import NOISE_KINDS
 from memclean.scores import COMBINED, available, defaults, describe, heldout_scorers, resolve_scorers, scorer_class
 from memclean.sources import SOURCES
-from memclean.train import TrainConfig
+from memclean.trainconfig import TrainConfig
+
+if TYPE_CHECKING:
+    import torch
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")

@@ -27,7 +27,6 @@ from memclean.io import PIXELS_DIGEST_KEY, clean_stale_temps, load_pair, read_me
 from memclean.options import PipelineParams, ScoreParams, load_params
 from memclean.schema import HELDOUT_SPLITS
 from memclean.scores import ScoringOutcome, score_dataset
-from memclean.train import select_device
 
 T = TypeVar("T")
 
@@ -104,6 +103,8 @@ def run_scoring(
     labels: np.ndarray, num_classes: int, pixels: np.ndarray, params: ScoreParams, heldout: np.ndarray | None = None
 ) -> ScoringOutcome:
     """One training run of the proxy network on ``labels`` with every scorer of ``params`` (and its ensemble)."""
+    from memclean.train import select_device  # torch loads in the stages that train, not in every stage
+
     return score_dataset(
         pixels,
         labels,

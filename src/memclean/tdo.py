@@ -68,7 +68,6 @@ import itertools
 import logging
 import time
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import numpy as np
 import torch
@@ -88,11 +87,9 @@ from memclean.train import (
     set_determinism,
     sgd_epoch,
 )
+from memclean.trainconfig import MaskLayers
 
 log = logging.getLogger(__name__)
-
-#: Where the masks are applied (see the module docstring).
-MaskLayers = Literal["all", "penultimate"]
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

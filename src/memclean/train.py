@@ -22,102 +22,25 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import numpy as np
-import pydantic
 import torch
 import torch.nn.functional as F
-from pydantic import ConfigDict, Field
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from memclean.errors import MemcleanError, describe_validation_error
+from memclean.errors import MemcleanError
 from memclean.progress import Progress, no_progress
+from memclean.trainconfig import DEFAULT_WIDTH as DEFAULT_WIDTH  # re-exported: the settings live there, torch-free
+from memclean.trainconfig import TrainConfig as TrainConfig
+from memclean.trainconfig import TrainResult as TrainResult
+from memclean.trainconfig import softmax as softmax
 
 log = logging.getLogger(__name__)
-
-
-#: Width of the proxy CNN per device type when ``score.trainer.width`` is null. On a CPU half the
-#: channels (16/32/64) train 2.6× (bf16) to 3.4× (float32) faster than 32/64/128 (a quarter of
-#: the convolution FLOPs) and cost the CIFAR-10 10k gate 0.003 AUROC (README, "Speed on a
-#: CPU"); on CUDA the wider net costs seconds.
-DEFAULT_WIDTH: dict[str, int] = {"cuda": 32, "cpu": 16}
-
-
-@pydantic.dataclasses.dataclass(frozen=True, config=ConfigDict(extra="forbid"))
-class TrainConfig:
-    """Hyper-parameters of the proxy network: the one home of their defaults, ranges and descriptions.
-
-    SGD with Nesterov momentum; the learning rate warms up linearly for
-    ``warmup_epochs`` and then decays linearly to zero. Memorization signals
-    need the network to fit the (possibly noisy) labels, so ``epochs`` should
-    bring train accuracy close to 100 %. Augmentation (``crop_padding``,
-    ``flip``) applies to training batches only, never to evaluation passes, and
-    is off by default.
-    """
-
-    epochs: Annotated[int, Field(ge=1, le=10_000, description="training epochs")] = 20
-    batch_size: Annotated[int, Field(ge=2, description="training batch size")] = 128
-    lr: Annotated[float, Field(gt=0.0, le=10.0, description="peak learning rate (SGD, Nesterov)")] = 0.05
-    momentum: Annotated[float, Field(ge=0.0, lt=1.0, description="SGD momentum")] = 0.9
-    weight_decay: Annotated[float, Field(ge=0.0, description="L2 weight decay")] = 5e-4
-    warmup_epochs: Annotated[float, Field(ge=0.0, description="linear warm-up, then linear decay to 0")] = 1.0
-    crop_padding: Annotated[
-        int, Field(ge=0, description="random crop after reflect-padding N pixels per side (0 = off, at most side/2)")
-    ] = 0
-    flip: Annotated[bool, Field(description="random horizontal flip of half the training images")] = False
-    width: Annotated[
-        int | None,
-        Field(
-            ge=1,
-            le=1024,
-            description="channels of the first block, doubled per block; null = 32 on CUDA, 16 on a CPU",
-        ),
-    ] = None
-    eval_every: Annotated[int, Field(ge=1, description="evaluation pass (scorer checkpoint) every N epochs")] = 1
-    eval_batch_size: Annotated[int, Field(ge=1, description="batch size of the evaluation passes")] = 256
-    seed: Annotated[int, Field(ge=0, description="seeds initialisation, batch order and augmentation")] = 0
-    bf16: Annotated[
-        bool | None,
-        Field(description="bfloat16 autocast; null = on CUDA, and on a CPU with native bf16 (AVX512-BF16 or AMX)"),
-    ] = None
-    channels_last: Annotated[
-        bool | None, Field(description="channels-last memory format of model and batches; null = on CUDA only")
-    ] = None
-
-    def resolved_width(self, device: torch.device) -> int:
-        """Channels of the first block on ``device`` (``width``; null = :data:`DEFAULT_WIDTH` of its type)."""
-        return self.width if self.width is not None else DEFAULT_WIDTH.get(device.type, DEFAULT_WIDTH["cpu"])
-
-    def uses_channels_last(self, device: torch.device) -> bool:
-        """Whether model and batches are channels-last on ``device`` (``channels_last``; null = CUDA only)."""
-        return self.channels_last if self.channels_last is not None else device.type == "cuda"
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any] | None) -> TrainConfig:
-        """Build from a params mapping; one-line :class:`MemcleanError` on unknown keys, bad types or ranges."""
-        try:
-            return cls(**dict(params or {}))
-        except pydantic.ValidationError as exc:
-            raise MemcleanError(describe_validation_error(exc, "score.trainer")) from None
-
-    def checkpoints(self) -> list[int]:
-        """Epochs (1-based) after which an evaluation pass runs."""
-        eps = [e for e in range(1, self.epochs + 1) if (self.epochs - e) % self.eval_every == 0]
-        return eps
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, in float64 (logits of any leading shape)."""
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=-1, keepdims=True)
-    return z
 
 
 def select_device(name: str | None = "auto") -> torch.device:
@@ -294,19 +217,6 @@ def autocast_for(device: torch.device, config: TrainConfig) -> contextlib.Abstra
     if not uses_bf16(device, config):
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=torch.bfloat16)
-
-
-@dataclass
-class TrainResult:
-    """Summary of one training run."""
-
-    epochs: int
-    seconds: float
-    train_images_per_s: float
-    final_train_accuracy: float
-    history: list[dict[str, float]] = field(default_factory=list)
-    device: str = "cpu"
-    config: dict[str, Any] = field(default_factory=dict)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,9 @@ from pydantic import ConfigDict
 from memclean.ensemble import Ensemble
 from memclean.errors import MemcleanError, describe_validation_error
 from memclean.progress import Progress
-from memclean.train import Checkpoint
+
+if TYPE_CHECKING:
+    from memclean.train import Checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -23,20 +23,25 @@ normalised inputs is below bfloat16's resolution.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pydantic
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
-from memclean.train import Checkpoint
+
+if TYPE_CHECKING:  # torch loads when a pass runs: stages that only validate params start without it
+    import torch
+
+    from memclean.train import Checkpoint
 
 
 def input_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """∇ₓ of the summed per-sample cross-entropy (weights untouched)."""
+    import torch
+    import torch.nn.functional as F
+
     x = x.detach().requires_grad_(True)
     loss = F.cross_entropy(model(x).float(), y, reduction="sum")
     (grad,) = torch.autograd.grad(loss, x)
@@ -58,6 +63,8 @@ def curvature_pass(
     Either ``batches`` (a list of ``(x, y)``) or ``make_batch(slice) -> (x, y)``
     with ``n`` samples is given. Returns ``(N,)`` float64.
     """
+    import torch
+
     was_training = model.training
     model.eval()
     flags = [p.requires_grad for p in model.parameters()]
@@ -123,6 +130,8 @@ class Curvature(Scorer):
         every = max(1, int(self.params["every"] or (CUDA_EVERY if cp.device.type == "cuda" else cp.config.epochs)))
         if (cp.config.epochs - cp.epoch) % every != 0:
             return
+        import torch
+
         gen = torch.Generator(device=cp.device).manual_seed(int(self.params["seed"]) * 1_000_003 + cp.epoch)
         data = cp.data
         curv = curvature_pass(

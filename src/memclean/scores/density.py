@@ -43,15 +43,16 @@ features and the ``N × k`` neighbour table: about 100 MB for 100k samples,
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pydantic
-import torch
 from pydantic import Field
 
 from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
-from memclean.train import Checkpoint
+
+if TYPE_CHECKING:
+    from memclean.train import Checkpoint
 
 
 def kernel_bandwidth(distances: np.ndarray, scale: float = 1.0) -> float:
@@ -140,19 +141,20 @@ def kde_label_scores(
     return 1.0 - (weights * same).sum(axis=1) / weights.sum(axis=1)
 
 
-@torch.no_grad()
 def penultimate_features(cp: Checkpoint) -> np.ndarray:
     """``N × d`` float32 penultimate features of every sample at this checkpoint.
 
     Eval mode, no augmentation, batches of ``cp.config.eval_batch_size``, under
     the run's autocast; the model's mode is restored afterwards.
     """
+    import torch  # loads when a run scores, not when the stages that only read params import this module
+
     model, data = cp.model, cp.data
     was_training = model.training
     model.eval()
     out = []
     try:
-        with cp.autocast():
+        with torch.no_grad(), cp.autocast():
             for start in range(0, len(data), cp.config.eval_batch_size):
                 sl = slice(start, start + cp.config.eval_batch_size)
                 out.append(model.embed(data.batch(sl)).float().cpu())

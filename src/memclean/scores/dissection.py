@@ -32,17 +32,19 @@ matrix product (``D`` = pixels × channels).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
 import pydantic
-import torch
-import torch.nn.functional as F
 from pydantic import Field
 
 from memclean.ensemble import Ensemble
 from memclean.scores.base import PARAMS_CONFIG, EnsembleScorer, ScoreResult, register
-from memclean.train import Checkpoint
+
+if TYPE_CHECKING:  # torch loads when a member is probed: stages that only read params start without it
+    import torch
+
+    from memclean.train import Checkpoint
 
 #: Seed of the random projection: a constant, so every member (and every run) projects alike.
 PROJECTION_SEED = 20_240_917
@@ -50,12 +52,16 @@ PROJECTION_SEED = 20_240_917
 
 def projection(features: int, dims: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """The fixed ``features×dims`` Gaussian projection (drawn on the CPU, so the same on every device)."""
+    import torch
+
     gen = torch.Generator().manual_seed(PROJECTION_SEED)
     return torch.randn(features, dims, generator=gen, dtype=torch.float32).div_(dims**0.5).to(device)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     """Rows scaled to unit length; zero rows stay zero."""
+    import torch
+
     return x / x.norm(dim=1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
 
 
@@ -66,6 +72,9 @@ def projected_gradients(cp: Checkpoint, dims: int) -> np.ndarray:
     gradient alone, so no ``.grad`` of a weight is written and the mode and
     ``requires_grad`` flags stay as they are.
     """
+    import torch
+    import torch.nn.functional as F
+
     model, data = cp.model, cp.data
     n = len(data)
     features = int(np.prod(data.pixels.shape[1:]))

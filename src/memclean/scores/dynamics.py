@@ -15,14 +15,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pydantic
 from pydantic import Field
 
 from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
-from memclean.train import Checkpoint, softmax
+from memclean.trainconfig import softmax
+
+if TYPE_CHECKING:
+    from memclean.train import Checkpoint
 
 
 def _given(cp: Checkpoint) -> np.ndarray:

@@ -8,7 +8,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -17,7 +17,10 @@ from memclean.ensemble import Ensemble, EnsembleConfig, train_ensemble
 from memclean.errors import MemcleanError
 from memclean.progress import Progress
 from memclean.scores.base import EnsembleScorer, Scorer, available, create, defaults, scorer_class
-from memclean.train import Checkpoint, TrainConfig, TrainResult, train
+from memclean.trainconfig import TrainConfig, TrainResult
+
+if TYPE_CHECKING:
+    from memclean.train import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -233,6 +236,8 @@ def score_dataset(
     -------
     ScoringOutcome
     """
+    from memclean.train import train  # torch loads here, not when the params stage validates scorer names
+
     names = [n for n in scorers if n != COMBINED]
     guarded = [_Guarded(create(name, scorers[name])) for name in names]
     for g in guarded:

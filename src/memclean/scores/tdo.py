@@ -19,16 +19,19 @@ seconds of :class:`~memclean.scores.run.ScoringOutcome`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import pydantic
-import torch
 from pydantic import Field
 
 from memclean.scores.base import PARAMS_CONFIG, Scorer, ScoreResult, register
-from memclean.tdo import MaskLayers, train_tdo
-from memclean.train import Checkpoint, DeviceData, TrainConfig
+from memclean.trainconfig import MaskLayers, TrainConfig
+
+if TYPE_CHECKING:  # torch loads when the turn-over run trains: stages that only read params start without it
+    import torch
+
+    from memclean.train import Checkpoint, DeviceData
 
 
 @pydantic.dataclasses.dataclass(config=PARAMS_CONFIG)
@@ -73,6 +76,8 @@ class TDO(Scorer):
         """Train the turn-over run and score ``flipped loss − own loss``."""
         if self._data is None or self._config is None or self._device is None:
             raise RuntimeError("scorer tdo saw no last checkpoint")
+        from memclean.tdo import train_tdo
+
         run = train_tdo(
             self._data,
             self._num_classes,
