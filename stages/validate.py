@@ -1,8 +1,9 @@
 """DVC stage ``validate``: do the scorers find injected mislabels on *this* dataset?
 
 With ``validate.mode: retrain`` it runs the same scoring as ``score`` on
-the noisy labels; with ``heldout`` it trains nothing (``auto``, the default: ``heldout`` on
-a CPU when the out-of-sample ensemble scorers run, else ``retrain``; see
+the noisy labels; with ``heldout`` it trains nothing (``auto``, the default: ``heldout`` when
+the score stage trained on a CPU, as ``data/reports/score.json`` records, and the
+out-of-sample ensemble scorers run, else ``retrain``; see
 :meth:`memclean.options.PipelineParams.validate_mode`) and rescores the out-of-sample
 ensemble scorers (``cscore``, ``confident_learning``) from ``score``'s ensemble
 (``data/interim/ensemble.npy``) against the noisy labels. It measures, per
@@ -25,12 +26,11 @@ and the timings ``data/reports/timings/validate.json``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pandas as pd
 
-# `retrain` trains: its trainers are imported up front (see stages/score.py) so dvc.yaml's deps name them.
-import memclean.tdo  # noqa: F401
 from memclean import project
 from memclean.ensemble import load_ensemble
 from memclean.errors import MemcleanError
@@ -40,7 +40,18 @@ from memclean.metrics import measured_metrics, measured_on, roc_points
 from memclean.options import ScoreParams
 from memclean.schema import NOISY_LABELS_SCHEMA, validation_scores_schema
 from memclean.scores import ranks_label_errors, rescore_heldout
-from memclean.train import select_device
+
+#: ``retrain`` loads them (and torch) when it starts; ``heldout`` never does. Named so that dvc.yaml's
+#: deps cover them (see project.TRAINER_MODULES).
+LOADS_WHEN_TRAINING = project.TRAINER_MODULES
+
+
+def score_device_type() -> str:
+    """The type of the device the score stage trained on (``cpu``, ``cuda``, ``mps``), from its report."""
+    try:
+        return str(json.loads(project.SCORE_METRICS.read_text(encoding="utf-8"))["device"]).split(":")[0]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise MemcleanError(f"{project.SCORE_METRICS} is missing or names no device: rerun the score stage") from None
 
 
 def comparability(sparams: ScoreParams) -> dict[str, Any]:
@@ -77,7 +88,7 @@ def main() -> None:
     measured = ~suspected
     noisy_labels = noisy["noisy_label"].to_numpy(dtype="int64")
     comparable = comparability(sparams)
-    mode = all_params.validate_mode(select_device(sparams.device))
+    mode = all_params.validate_mode(score_device_type())
     ensemble = load_ensemble(project.ENSEMBLE, noisy_labels) if mode == "heldout" else None
     if mode == "heldout" and ensemble is None:
         if params.mode != "auto":

@@ -121,9 +121,7 @@ def test_validate_refuses_scores_from_other_score_params(work, monkeypatch):  # 
 
 def test_auto_mode_is_heldout_on_a_cpu_and_retrain_on_cuda():
     """validate.mode auto: no second training run on a CPU when the out-of-sample scorers can be measured."""
-    import torch
-
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    cpu, cuda = "cpu", "cuda"
     default = parse_params({})
     assert default.validate_.mode == "auto"
     assert default.validate_mode(cpu) == "heldout" and default.validate_mode(cuda) == "retrain"
@@ -136,3 +134,19 @@ def test_auto_mode_is_heldout_on_a_cpu_and_retrain_on_cuda():
     # Explicit modes are taken as they are.
     assert parse_params({"validate": {"mode": "retrain"}}).validate_mode(cpu) == "retrain"
     assert parse_params({"validate": {"mode": "heldout"}}).validate_mode(cuda) == "heldout"
+
+
+def test_validate_reads_the_device_score_trained_on(work):  # noqa: F811  (work is a fixture)
+    """``auto`` is resolved for score's device, read from its report (validate never imports torch for it)."""
+    from stages import validate as validate_stage
+
+    project.SCORE_METRICS.parent.mkdir(parents=True, exist_ok=True)
+    project.SCORE_METRICS.unlink(missing_ok=True)
+    with pytest.raises(MemcleanError, match="score.json is missing or names no device"):
+        validate_stage.score_device_type()
+    for recorded, expected in (("cuda:0", "cuda"), ("cpu", "cpu"), ("mps", "mps")):
+        project.SCORE_METRICS.write_text(json.dumps({"device": recorded}))
+        assert validate_stage.score_device_type() == expected
+    project.SCORE_METRICS.write_text(json.dumps({"scorers": []}))
+    with pytest.raises(MemcleanError, match="names no device"):
+        validate_stage.score_device_type()

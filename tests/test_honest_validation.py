@@ -19,7 +19,7 @@ from conftest import REPO
 from memclean import project
 from memclean.ensemble import Ensemble, save_ensemble
 from memclean.errors import MemcleanError
-from memclean.io import read_metadata, read_parquet, write_parquet
+from memclean.io import read_metadata, read_parquet, write_json, write_parquet
 from memclean.metrics import measured_metrics, measured_on
 from memclean.noise import inject, own_suspects
 from memclean.schema import NOISY_LABELS_SCHEMA, scores_schema
@@ -93,6 +93,7 @@ def write_scores(ok: pd.DataFrame, issue: np.ndarray | None) -> None:
         frame["confident_learning_issue"] = issue
         extra = ["confident_learning_issue"]
     write_parquet(frame, project.SCORES, scores_schema(["aum"], extra))
+    write_json({"device": "cpu", "scorers": ["aum"]}, project.SCORE_METRICS)  # the score stage's report
 
 
 def test_inject_and_validate_stages_measure_among_unsuspected_rows(work, monkeypatch):

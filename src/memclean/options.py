@@ -18,7 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import fields as dataclass_fields
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
 import yaml
@@ -33,9 +33,6 @@ from memclean.noise import NOISE_KINDS
 from memclean.scores import COMBINED, available, defaults, describe, heldout_scorers, resolve_scorers, scorer_class
 from memclean.sources import SOURCES
 from memclean.trainconfig import TrainConfig
-
-if TYPE_CHECKING:
-    import torch
 
 Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -353,8 +350,11 @@ class PipelineParams(Section):
         named = (("validate.scorer", self.validate_.scorer), ("clean.scorer", self.clean.scorer))
         return [(key, name) for key, name in named if name not in ("best", "gate")]
 
-    def validate_mode(self, device: torch.device) -> Literal["retrain", "heldout"]:
-        """The validation that runs: ``validate.mode``, with ``auto`` resolved for ``device`` (score's device).
+    def validate_mode(self, device_type: str) -> Literal["retrain", "heldout"]:
+        """The validation that runs: ``validate.mode``, with ``auto`` resolved for ``device_type``.
+
+        ``device_type`` is the type (``cpu``, ``cuda``, ``mps``) of the device the score stage
+        trained on, as its report records it.
 
         ``auto`` is ``heldout`` on a CPU when an out-of-sample ensemble scorer runs and
         ``validate.scorer``/``clean.scorer`` name none outside them: there a second scoring run
@@ -366,7 +366,7 @@ class PipelineParams(Section):
             return mode
         allowed = self._heldout_allowed()
         fits = bool(allowed) and all(name in allowed for _, name in self._named_scorers())
-        return "heldout" if device.type == "cpu" and fits else "retrain"
+        return "heldout" if device_type == "cpu" and fits else "retrain"
 
     @model_validator(mode="after")
     def _scorer_names(self) -> PipelineParams:

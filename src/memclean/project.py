@@ -45,6 +45,10 @@ DUPLICATES = INTERIM / "duplicates.parquet"
 DUPLICATE_PAIRS = INTERIM / "duplicate_pairs.parquet"  # every verified pair: exact, near, similar
 SCORES = INTERIM / "scores.parquet"
 ENSEMBLE = INTERIM / "ensemble.npy"  # K×N records (in, ratio, logits, probes) of the subset ensemble; K = 0 if none
+#: Project modules loaded only when a run trains (torch with them), so that stages that never train
+#: start without torch. A stage that may train names them in ``LOADS_WHEN_TRAINING``: its dvc.yaml
+#: deps must cover them as well as its imports (tests/test_dvc_deps.py imports both).
+TRAINER_MODULES = ("memclean.train", "memclean.tdo")
 MEMBER_CACHE = DATA / "cache" / "members"  # trained ensemble members, reused by later runs (not a DVC output)
 NOISY_LABELS = INTERIM / "noisy_labels.parquet"
 VALIDATION_SCORES = INTERIM / "validation_scores.parquet"
