@@ -79,6 +79,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "width_32": {"score": {"trainer": {"width": 32}}},
     # The proxy CNN at half the width (16/32/64 channels, ~1/4 of the FLOPs), main run and members.
     "width_16": {"score": {"trainer": {"width": 16}}},
+    # The CPU default before channels-last became the rule there: N×C×H×W tensors and model.
+    "contiguous": {"score": {"trainer": {"channels_last": False}}},
     # Half the width, trained 30 epochs instead of 20 (main run and members) to fit closer.
     "width_16_e30": {"score": {"trainer": {"width": 16, "epochs": 30}}},
 }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -202,6 +204,15 @@ def test_more_members_reuse_the_cached_ones_bit_for_bit(tmp_path, caplog):
         caplog.clear()
         train_ensemble(pixels, flipped, 10, SMALL, five, CPU, cache=tmp_path)
     assert "reusing" not in caplog.text
+    # The key holds the settings as resolved on the device: a rule that resolves alike hits, one
+    # that resolves differently (channels-last null is on for a CPU) trains again.
+    same = replace(SMALL, channels_last=True) if SMALL.uses_channels_last(CPU) else replace(SMALL, channels_last=False)
+    other = replace(same, channels_last=not same.channels_last)
+    for config, hit in ((same, True), (other, False)):
+        with caplog.at_level("INFO", logger="memclean.ensemble"):
+            caplog.clear()
+            train_ensemble(pixels, labels, 10, config, five, CPU, cache=tmp_path)
+        assert ("reusing 5 cached member(s)" in caplog.text) is hit
 
 
 def test_the_dask_executor_gives_the_local_bytes(tmp_path):

@@ -110,14 +110,18 @@ def test_bf16_autocast_path_on_cpu():
 
 
 def test_bf16_and_channels_last_defaults_follow_the_device(monkeypatch):
-    """bf16 null: on CUDA, and on a CPU only with native bf16; an explicit value always wins."""
+    """bf16 null: on CUDA, and on a CPU only with native bf16; channels-last null: on CUDA and CPUs; explicit wins."""
     from memclean import train as train_mod
 
     assert isinstance(train_mod.cpu_has_native_bf16(), bool)  # reads /proc/cpuinfo (False off Linux)
     cfg = TrainConfig()
     cuda = torch.device("cuda")
     assert train_mod.uses_bf16(cuda, cfg) and cfg.uses_channels_last(cuda)
-    assert not cfg.uses_channels_last(CPU) and TrainConfig(channels_last=True).uses_channels_last(CPU)
+    # channels-last: null = on CUDA and on a CPU (not elsewhere, e.g. MPS); an explicit value wins
+    assert cfg.uses_channels_last(CPU) and not TrainConfig(channels_last=False).uses_channels_last(CPU)
+    assert not cfg.uses_channels_last(torch.device("mps")) and not TrainConfig(channels_last=False).uses_channels_last(
+        cuda
+    )
     for native in (True, False):
         monkeypatch.setattr(train_mod, "cpu_has_native_bf16", lambda native=native: native)
         assert train_mod.uses_bf16(CPU, cfg) is native
@@ -266,3 +270,19 @@ def test_train_validates_inputs():
 def test_checkpoint_schedule_always_includes_last_epoch():
     assert TrainConfig(epochs=10, eval_every=4).checkpoints() == [2, 6, 10]
     assert TrainConfig(epochs=3, eval_every=1).checkpoints() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_training_depends_on_the_pixel_values_not_their_memory_layout(channels_last):
+    """The same images as a transposed view of N×H×W×C memory train to the same bytes (to_device copies to N×C×H×W)."""
+    grey, y, _, _ = toy()
+    x = np.concatenate([grey, 255 - grey, grey // 2], axis=1)  # three channels, so the layouts differ
+    nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+    assert not nhwc.flags["C_CONTIGUOUS"] and np.array_equal(nhwc, x)
+    logits = []
+    for pixels in (x, nhwc):
+        seen: list = []
+        config = TrainConfig(epochs=2, batch_size=32, channels_last=channels_last)
+        train(pixels, y, 4, config, CPU, callbacks=[seen.append])
+        logits.append(seen[-1].logits)
+    assert logits[0].tobytes() == logits[1].tobytes()

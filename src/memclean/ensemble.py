@@ -30,7 +30,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -388,7 +388,7 @@ class MemberCache:
     """Members already trained, keyed by everything that determines their bytes.
 
     A member's key covers the pixels, the labels, its trainer settings (seed
-    and epochs included), its subset, the probes (scorer names and params),
+    and epochs included, with width, bf16 and channels-last as resolved on the device), its subset, the probes (scorer names and params),
     torch's version and the thread count; a hit returns exactly what training
     would. So a rerun with more members trains only the new ones, and changing
     anything that matters retrains. Entries are ``<key>.npz``-free ``.npy``
@@ -399,10 +399,13 @@ class MemberCache:
         self.folder = folder
         self.data_key = data_key
 
-    def key(self, job: MemberJob, probe_spec: Any, threads: int) -> str:
+    def key(self, job: MemberJob, probe_spec: Any, threads: int, device: torch.device) -> str:
         import torch
 
-        return _digest(self.data_key, asdict(job.trainer), job.subset, probe_spec, torch.__version__, threads)
+        from memclean.train import resolved_config
+
+        settings = resolved_config(job.trainer, device)  # a rule that resolves differently retrains
+        return _digest(self.data_key, settings, job.subset, probe_spec, torch.__version__, threads)
 
     def get(self, key: str) -> MemberOutput | None:
         path = self.folder / f"{key}.npy"
@@ -501,7 +504,7 @@ def train_ensemble(
         for k in range(k_total)
     ]
     store = MemberCache(cache, _digest(pixels, labels, num_classes, str(device))) if cache else None
-    keys = [store.key(job, probe_spec, threads) if store else "" for job in jobs]
+    keys = [store.key(job, probe_spec, threads, device) if store else "" for job in jobs]
     outputs: list[MemberOutput | None] = [store.get(key) if store else None for key in keys]
     todo = [job for job, out in zip(jobs, outputs, strict=True) if out is None]
     if len(todo) < len(jobs):

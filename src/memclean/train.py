@@ -132,9 +132,11 @@ def to_device(pixels: np.ndarray, labels: np.ndarray, device: torch.device, chan
     """Copy the uint8 array and labels to ``device`` and compute channel statistics.
 
     ``channels_last``: batches come out in channels-last memory format (see
-    :meth:`TrainConfig.uses_channels_last`).
+    :meth:`TrainConfig.uses_channels_last`). The copy on the device is always C-contiguous
+    ``N×C×H×W``, whatever the strides of ``pixels`` (a transposed view of ``N×H×W×C`` data, say),
+    so that training speed and results depend on the values alone.
     """
-    x = torch.from_numpy(np.array(pixels, dtype=np.uint8, copy=True)).to(device)
+    x = torch.from_numpy(np.array(pixels, dtype=np.uint8, order="C", copy=True)).to(device)
     y = torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
     n, c = x.shape[:2]
     sums = torch.zeros(c, dtype=torch.float64, device=device)
@@ -456,10 +458,15 @@ def train(
         final_train_accuracy=acc,
         history=history,
         device=str(device),
-        config={
-            **asdict(config),
-            "width": config.resolved_width(device),
-            "bf16": uses_bf16(device, config),
-            "channels_last": config.uses_channels_last(device),
-        },
+        config=resolved_config(config, device),
     )
+
+
+def resolved_config(config: TrainConfig, device: torch.device) -> dict[str, Any]:
+    """``config`` as a run on ``device`` applies it: ``width``, ``bf16`` and ``channels_last`` resolved."""
+    return {
+        **asdict(config),
+        "width": config.resolved_width(device),
+        "bf16": uses_bf16(device, config),
+        "channels_last": config.uses_channels_last(device),
+    }

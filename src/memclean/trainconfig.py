@@ -22,6 +22,9 @@ from memclean.errors import MemcleanError, describe_validation_error
 if TYPE_CHECKING:
     import torch
 
+#: Device types on which ``channels_last: null`` means channels-last (see :meth:`TrainConfig.uses_channels_last`).
+CHANNELS_LAST = frozenset({"cuda", "cpu"})
+
 #: Where the turn-over dropout run (:mod:`memclean.tdo`) applies its masks (see that module's docstring).
 MaskLayers = Literal["all", "penultimate"]
 
@@ -70,7 +73,8 @@ class TrainConfig:
         Field(description="bfloat16 autocast; null = on CUDA, and on a CPU with native bf16 (AVX512-BF16 or AMX)"),
     ] = None
     channels_last: Annotated[
-        bool | None, Field(description="channels-last memory format of model and batches; null = on CUDA only")
+        bool | None,
+        Field(description="channels-last memory format of model and batches; null = on CUDA and on a CPU"),
     ] = None
 
     def resolved_width(self, device: torch.device) -> int:
@@ -78,8 +82,13 @@ class TrainConfig:
         return self.width if self.width is not None else DEFAULT_WIDTH.get(device.type, DEFAULT_WIDTH["cpu"])
 
     def uses_channels_last(self, device: torch.device) -> bool:
-        """Whether model and batches are channels-last on ``device`` (``channels_last``; null = CUDA only)."""
-        return self.channels_last if self.channels_last is not None else device.type == "cuda"
+        """Whether model and batches are channels-last on ``device`` (``channels_last``; null = :data:`CHANNELS_LAST`).
+
+        On a CPU without AVX-512 (2-core AMD EPYC, float32) channels-last trained the width-16 proxy
+        1.4× faster on CIFAR-10 (1,578–1,753 vs 1,155–1,190 img/s), width 32 1.3×, 8×8 digits
+        1.2×, with evaluation passes 1.2–1.6× faster (README, "Speed on a CPU").
+        """
+        return self.channels_last if self.channels_last is not None else device.type in CHANNELS_LAST
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any] | None) -> TrainConfig:
