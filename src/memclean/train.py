@@ -8,10 +8,10 @@ epochs the trainer runs an evaluation pass over every sample (no augmentation,
 eval mode) and hands a :class:`Checkpoint` to each callback; scorers accumulate
 their signals there.
 
-CPU and CUDA run the same code. On CUDA the model is channels_last and the
-forward passes run under bf16 autocast by default; on a CPU bf16 autocast is the default
-where the CPU has native bf16 (:func:`uses_bf16`), and both can be asked for
-(``TrainConfig.bf16``, ``TrainConfig.channels_last``), so the tests exercise the same path.
+CPU and CUDA run the same code. Model and batches are channels-last on both by default
+(:meth:`TrainConfig.uses_channels_last`); on CUDA the forward passes run under bf16 autocast
+by default, on a CPU only where it has native bf16 (:func:`uses_bf16`), and both can be asked
+for (``TrainConfig.bf16``, ``TrainConfig.channels_last``), so the tests exercise the same path.
 """
 
 from __future__ import annotations
